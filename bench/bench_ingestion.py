@@ -1,0 +1,114 @@
+"""Benchmark of data_ingestion on the 30-day demo set (not a test: prints figures, asserts nothing).
+
+Prints events/s, peak RSS and the ratio of ingestion wall time to a plain `orjson.loads` of the
+same files (goal <= 2x), for --workers 1 and all cores, at 15min and 1min bars. The demo set is
+generated with demo_data.py into a temp dir (synthetic files of the same shape if demo_data.py
+is missing). Record the figures in BENCHMARKS.md "## Ingestion".
+
+Run: python bench/bench_ingestion.py [--days 30] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data_ingestion import IngestionConfig, run  # noqa: E402
+
+
+def synthetic_set(root: Path, days: int, seed: int = 0) -> None:
+    """Seed-format files shaped like the demo: 1 trader, ~180 events per 15-minute market."""
+    rng = np.random.default_rng(seed)
+    start = 1767571200
+    folder = root / "0x" f"{seed:040x}"
+    folder.mkdir(parents=True)
+    for k in range(days * 96):
+        s = start + 900 * k
+        ev = [{"type": "price_change", "t": int(s * 1000 + x), "best_bid": 0.49, "best_ask": 0.51,
+               "mid": 0.5} for x in np.sort(rng.integers(0, 900_000, 150))]
+        ev += [{"type": "ohlcv", "t": (s + 60 * m) * 1000, "open": 0.5, "high": 0.52,
+                "low": 0.48, "close": 0.51, "volume": 100.0} for m in range(15)]
+        ev += [{"type": "ohlcv", "t": (s + 60 * m) * 1000, "open": 97000.0, "high": 97010.0,
+                "low": 96990.0, "close": 97005.0, "volume": 12.0} for m in range(15)]
+        ev += [{"type": "trade", "t": (s + 5) * 1000, "price": 0.51, "side": "BUY", "size": 20.0,
+                "usdc": 10.2, "outcome": "Up"}]
+        doc = {"slug": f"btc-updown-15m-{s}", "resolution": "Up", "prices": ev}
+        (folder / f"btc-updown-15m-{s}_prices.json").write_bytes(orjson.dumps(doc))
+
+
+def make_set(root: Path, days: int) -> str:
+    try:
+        from demo_data import DemoConfig
+        from demo_data import run as demo_run
+    except ImportError:
+        synthetic_set(root / "merged_trades", days)
+        return "synthetic (demo_data.py missing)"
+    demo_run(DemoConfig(out=str(root / "merged_trades"), days=days,
+                        truth_dir=str(root / "truth")))
+    return "demo_data.py momentum, 1 trader, seed 0"
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process plus its reaped children (the pool's workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def plain_loads(files: list[Path]) -> tuple[float, float]:
+    """(wall s, CPU s) of reading and orjson.loads-ing every file."""
+    t0, c0 = time.perf_counter(), cpu_s()
+    for p in files:
+        orjson.loads(p.read_bytes())
+    return time.perf_counter() - t0, cpu_s() - c0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--days", type=int, default=30)
+    ap.add_argument("--repeat", type=int, default=3, help="best of N timings")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        source = make_set(root, args.days)
+        data = root / "merged_trades"
+        files = sorted(data.rglob("*_prices.json"))
+        mb = sum(p.stat().st_size for p in files) / 2**20
+        plain_loads(files)  # warm the page cache
+        runs = [plain_loads(files) for _ in range(args.repeat)]
+        loads_s, loads_cpu = min(r[0] for r in runs), min(r[1] for r in runs)
+        print(f"data: {source}; {len(files)} files, {mb:.1f} MiB; {os.cpu_count()} cores, "
+              f"load average {os.getloadavg()[0]:.1f}")
+        print(f"plain orjson.loads: {loads_s:.3f} s wall, {loads_cpu:.3f} s CPU")
+        for interval in ("15min", "1min"):
+            for workers in (1, 0):
+                best, best_cpu, bars = float("inf"), float("inf"), None
+                for _ in range(args.repeat):
+                    cfg = IngestionConfig(data_dir=str(data), out_dir=str(root / "out"),
+                                          bar_interval=interval, workers=workers)
+                    t0, c0 = time.perf_counter(), cpu_s()
+                    bars = run(cfg)
+                    best = min(best, time.perf_counter() - t0)
+                    best_cpu = min(best_cpu, cpu_s() - c0)
+                rep = orjson.loads((root / "out" / "ingestion_report.json").read_bytes())
+                n = rep["totals"]["read"]
+                print(f"bars {interval:>5} workers {workers or os.cpu_count()}: {best:.3f} s, "
+                      f"{n / best:,.0f} events/s ({n:,} events, {len(bars):,} bars), "
+                      f"ratio to loads {best / loads_s:.2f}x wall, "
+                      f"{best_cpu / loads_cpu:.2f}x CPU (all processes)")
+    self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"peak RSS: this process {self_mb:.0f} MiB, largest worker {child_mb:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

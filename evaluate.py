@@ -1,0 +1,339 @@
+"""The twin report: how well the Decision Transformer matches the trader on held-out time.
+
+Promise: `python evaluate.py --model models/best_model.pt` scores the checkpoint on one split of
+`data/processed_trader_data.parquet` (default test) and writes, each atomically, to `--out`:
+`metrics.json`, `predictions.parquet` (address, bar_start, split, action, pred,
+prob_STRONG_BUY .. prob_STRONG_SELL, rtg_input, rtg_pred), `confusion_matrix.png`,
+`rtg_sweep.png`, `equity_curves.png` and `report.md`: the twin's metrics, four baselines, the
+oracle ceiling where the demo truth exists, the RTG sweep, a backtest and distilled rules.
+
+No-leakage rule (honest conditioning): at evaluation time the future is unknown, so the twin is
+conditioned on a target that uses no future information: RTG_0 = the target (default: the train
+split's mean per-window return sum = mean train `return` x window), decremented by the returns
+observed before t (RTG_t = target - sum_{k<t} r_k), exactly as
+`TraderInference.predict_with_target_rtg(states, target, actions, returns)`. Previous actions
+are the trader's actual ones (the past is observable). Conditioning on the realised RTG uses the
+future and is reported only as a labelled "leaky reference". Baselines, the distilled tree and
+every statistic are fitted on the train split only.
+
+Run alone: `python evaluate.py --model models/best_model.pt [--processed PATH] [--split test]
+[--out reports] [--truth_dir data/demo_truth] [--target_rtg 0.01] [--device cpu]`.
+
+Decisions where the issue is silent: pipeline metadata (state columns, window, bar interval,
+class sizes) is the checkpoint's `pipeline_meta` (what the model was trained with), falling back
+to `pipeline_meta.json` next to the parquet. Windows tile the split (stride = window, as the
+Dataset does for val/test), so every row is scored once; the distilled tree is fitted to the
+twin's predictions on train rows scored the same way. The RTG sweep spans, by default, the
+realised RTG_t of the train split (5th..95th percentile): returns are fractions of the train
+peak exposure, so window sums reach hundreds of percent and a fixed +-5 % grid would probe only
+a sliver of what the model saw (--sweep_min -0.05 --sweep_max 0.05 gives the seed's grid).
+Probabilities are columns
+`prob_<ACTION>`. The analyses live in `evaluate_analysis.py`, the plots and markdown in
+`evaluate_report.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+
+import evaluate_analysis as ea
+from action_discretization import ACTIONS, N_ACTIONS
+from evaluate_report import atomic_write, write_plots, write_report
+from sequence_preparation import PROCESSED_PATH, RTG_SCALE, SPLITS, load_processed, meta_path_for
+
+log = logging.getLogger("evaluate")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    model: str = "models/best_model.pt"
+    """Checkpoint written by train_model.py (carries model_config and pipeline_meta)."""
+    processed: str = PROCESSED_PATH
+    """Processed parquet written by pipeline.py."""
+    split: str = "test"
+    """Split to evaluate: train, val or test."""
+    out: str = "reports"
+    """Directory for metrics.json, predictions.parquet, the PNGs and report.md."""
+    truth_dir: str = "data/demo_truth"
+    """Demo truth ({address}.parquet); the oracle section is skipped where files are missing."""
+    target_rtg: float | None = None
+    """Target RTG (fraction of capital) at each window start; None = train mean per-window return sum."""
+    sweep_min: float | None = None
+    """Lowest target of the RTG sweep (fraction of capital); None = train RTG_t 5th percentile."""
+    sweep_max: float | None = None
+    """Highest target of the RTG sweep; None = the train RTG_t 95th percentile."""
+    sweep_steps: int = 11
+    """Number of targets in the sweep grid."""
+    tree_depth: int = 4
+    """Depth of the distilled decision tree (<= 4 keeps the rules readable)."""
+    leaky_reference: bool = True
+    """Also score the twin conditioned on the realised RTG (uses the future; labelled leaky)."""
+    batch_size: int = 64
+    """Windows per forward pass."""
+    device: str = "cpu"
+    """cpu, cuda or auto."""
+    seed: int = 0
+    """Seed for torch and the scikit-learn baselines / tree."""
+
+
+def field_docs(cls) -> dict[str, str]:
+    """{field: the docstring literal under it} of a config dataclass (the --help texts)."""
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    return {a.target.id: " ".join(b.value.value.split()) for a, b in zip(body, body[1:], strict=False)
+            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)}
+
+
+class EvaluationError(ValueError):
+    """A user-fixable problem (missing file, bad flag, empty split); main() prints it as one line."""
+
+
+# ---------------------------------------------------------------- loading
+def load_checkpoint(path: str | Path, device: str):
+    """(model in eval mode on `device`, checkpoint dict) from a train_model.py checkpoint."""
+    import torch
+
+    from model_architecture import TraderDecisionTransformer
+
+    if not Path(path).exists():
+        raise EvaluationError(f"model file {path} not found: run `python train_model.py` first")
+    try:
+        ckpt = torch.load(path, map_location="cpu")  # weights_only default: plain types only
+    except Exception as e:  # truncated, not a torch file, or pickled objects weights_only refuses
+        raise EvaluationError(f"{path} cannot be read as a checkpoint ({type(e).__name__}): "
+                              "pass the best_model.pt train_model.py wrote") from None
+    if not isinstance(ckpt, dict):
+        raise EvaluationError(f"{path} is not a train_model.py checkpoint (not a dict)")
+    for key in ("model_state_dict", "model_config"):
+        if key not in ckpt:
+            raise EvaluationError(f"{path} has no '{key}': not a train_model.py checkpoint")
+    try:
+        model = TraderDecisionTransformer.from_config(ckpt["model_config"])
+        model.load_state_dict(ckpt["model_state_dict"])
+    except (RuntimeError, ValueError, TypeError) as e:  # weights from another model version
+        first = str(e).strip().splitlines()[-1].strip()
+        raise EvaluationError(f"{path} does not match the current model ({first}): retrain with "
+                              "`python train_model.py`") from None
+    return model.to(device).eval(), ckpt
+
+
+def resolve_meta(ckpt: dict, processed: str | Path) -> dict:
+    """The pipeline metadata the model was trained with (checkpoint first, then the json file)."""
+    meta = ckpt.get("pipeline_meta") or {}
+    if not meta.get("state_features"):
+        f = meta_path_for(processed)
+        if not f.exists():
+            raise EvaluationError(f"no pipeline_meta in the checkpoint and {f} missing: run `python pipeline.py`")
+        meta = orjson.loads(f.read_bytes())
+    return meta
+
+
+def default_target(df: pd.DataFrame, window: int) -> float:
+    """The train split's mean per-window return sum: mean of train rows' `return` x window."""
+    r = df.loc[df["split"] == "train", "return"].to_numpy(dtype=np.float64)
+    return float(r.mean() * window) if r.size else 0.0
+
+
+def honest_rtg(returns: np.ndarray, target: float) -> np.ndarray:
+    """RTG_t = target - sum_{k<t} r_k along the last axis: (B, T) -> (B, T), no future used."""
+    r = np.asarray(returns, dtype=np.float64)
+    past = np.zeros_like(r)
+    past[..., 1:] = np.cumsum(r[..., :-1], axis=-1)  # exclusive: r_t itself never enters RTG_t
+    return target - past
+
+
+# ---------------------------------------------------------------- twin predictions
+def predict_split(model, df: pd.DataFrame, split: str, window: int, state_columns: list[str],
+                  targets: list[float | None], device: str, batch_size: int) -> dict:
+    """Score every row of `split` once for each conditioning in `targets`.
+
+    A float target means honest conditioning (`honest_rtg`); None means the realised RTG (the
+    leaky reference). Returns {"rows": (N,) parquet row indices, "proba": (C, N, 5),
+    "rtg_pred": (C, N) in fraction units, "rtg_input": (C, N), "rtg_next": (N,) the realised
+    RTG_{t+1} inside the window (0 at its last bar), "rtg_realised": (N,) RTG_t} with C = len(targets)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from sequence_preparation import TraderSequenceDataset
+
+    ds = TraderSequenceDataset(df, split, window, window, state_columns)
+    if len(ds) == 0:
+        raise EvaluationError(f"split '{split}' has no rows in the processed parquet")
+    rows, rtg_next, rtg_real = [], [], []
+    proba = [[] for _ in targets]
+    rtg_pred = [[] for _ in targets]
+    rtg_in = [[] for _ in targets]
+    with torch.inference_mode():
+        for b in DataLoader(ds, batch_size=batch_size, shuffle=False):
+            mask = b["mask"].numpy()  # (B, T)
+            rets = b["returns"].numpy().astype(np.float64)
+            realised = b["rtg"].numpy().astype(np.float64) / RTG_SCALE
+            rows.append(b["row_index"].numpy()[mask])
+            rtg_next.append((realised - rets)[mask])
+            rtg_real.append(realised[mask])
+            states, prev = b["states"].to(device), b["prev_actions"].to(device)
+            for c, target in enumerate(targets):
+                rtg = realised if target is None else honest_rtg(rets, target)
+                logits, pred = model(torch.as_tensor(rtg * RTG_SCALE, dtype=torch.float32,
+                                                     device=device), states, prev)
+                proba[c].append(torch.softmax(logits.float(), -1).cpu().numpy()[mask])
+                rtg_pred[c].append(pred.float().cpu().numpy()[mask] / RTG_SCALE)
+                rtg_in[c].append(rtg[mask])
+    return {
+        "rows": np.concatenate(rows), "rtg_next": np.concatenate(rtg_next),
+        "rtg_realised": np.concatenate(rtg_real),
+        "proba": np.stack([np.concatenate(p) for p in proba]),
+        "rtg_pred": np.stack([np.concatenate(p) for p in rtg_pred]),
+        "rtg_input": np.stack([np.concatenate(p) for p in rtg_in]),
+    }
+
+
+def load_truth(truth_dir: str | Path, addresses) -> pd.DataFrame | None:
+    """Concatenated demo truth for the addresses that have `{truth_dir}/{address}.parquet`."""
+    import pyarrow.parquet as pq
+
+    files = [Path(truth_dir) / f"{a}.parquet" for a in sorted(set(addresses))]
+    frames = [pq.read_table(f).to_pandas() for f in files if f.exists()]
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError("--device cuda requested but no CUDA device is available: use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise EvaluationError(f"--device must be cpu, cuda or auto, got {name!r}")
+    return name
+
+
+# ---------------------------------------------------------------- the stage
+def run(cfg: EvalConfig) -> dict:
+    """Evaluate the checkpoint on cfg.split and write the report; returns the headline numbers.
+
+    Headline: {"report", "split", "rows", "target_rtg", "twin": {accuracy, macro_f1},
+    "baselines": {name: macro_f1}, "beats": {name: bool}, "oracle_macro_f1",
+    "twin_fraction_of_oracle"} (oracle entries None without truth)."""
+    import torch
+
+    if cfg.split not in SPLITS:
+        raise EvaluationError(f"--split must be one of {SPLITS}, got {cfg.split!r}")
+    if not Path(cfg.processed).exists():
+        raise EvaluationError(f"{cfg.processed} not found: run `python pipeline.py` first")
+    if not 1 <= cfg.tree_depth <= 4 or cfg.sweep_steps < 2:
+        raise EvaluationError("--tree_depth must be in 1..4 and --sweep_steps >= 2")
+    torch.manual_seed(cfg.seed)
+    device = _device(cfg.device)
+    model, ckpt = load_checkpoint(cfg.model, device)
+    meta = resolve_meta(ckpt, cfg.processed)
+    cols, window = list(meta["state_features"]), int(meta["window"])
+    df = load_processed(cfg.processed)
+    missing = [c for c in [*cols, "action", "prev_action", "return", "pnl", "net_shares"] if c not in df]
+    if missing:
+        raise EvaluationError(f"{cfg.processed} lacks columns {missing}: rerun `python pipeline.py --force`")
+    window = min(window, model.config.context)
+    target = default_target(df, window) if cfg.target_rtg is None else float(cfg.target_rtg)
+    tr = predict_split(model, df, "train", window, cols, [target], device, cfg.batch_size)
+    p05, p95 = np.quantile(tr["rtg_realised"], [0.05, 0.95]).tolist()
+    lo = p05 if cfg.sweep_min is None else cfg.sweep_min
+    hi = p95 if cfg.sweep_max is None else cfg.sweep_max
+    grid = np.linspace(lo, hi, cfg.sweep_steps)
+    conds = [target] + ([None] if cfg.leaky_reference else []) + grid.tolist()
+    log.info("scoring split=%s target_rtg=%.5f (%d conditionings)", cfg.split, target, len(conds))
+    ev = predict_split(model, df, cfg.split, window, cols, conds, device, cfg.batch_size)
+
+    rows = df.iloc[ev["rows"]].reset_index(drop=True)
+    y = rows["action"].to_numpy(dtype=np.int64)
+    proba = ev["proba"][0]
+    pred = proba.argmax(1)
+    twin = ea.classification_metrics(y, pred, proba)
+    twin["rtg_mae"] = float(np.abs(ev["rtg_pred"][0] - ev["rtg_next"]).mean())
+    leaky = None
+    if cfg.leaky_reference:
+        leaky = ea.classification_metrics(y, ev["proba"][1].argmax(1), ev["proba"][1])
+        leaky["rtg_mae"] = float(np.abs(ev["rtg_pred"][1] - ev["rtg_next"]).mean())
+    train_rows = df[df["split"] == "train"]
+    base = ea.fit_baselines(train_rows, rows, cols, cfg.seed)
+    baselines = {k: ea.classification_metrics(y, v["pred"], v["proba"]) for k, v in base.items()}
+    truth = load_truth(cfg.truth_dir, rows["address"])
+    oracle = ea.oracle_report(rows, pred, truth, str(meta.get("bar_interval", "15min")))
+    sweep = ea.sweep_statistics(grid, ev["proba"][-len(grid):])
+    sweep["train_rtg_p05"], sweep["train_rtg_p95"] = p05, p95
+    u, source = ea.per_share_pnl(df)  # on every row: the bar before a split and whole markets
+    bt, curve = ea.backtest(rows, pred, (meta.get("actions") or {}).get("class_sizes") or {},
+                            (u[ev["rows"]], source[ev["rows"]]))
+    X_tr = df.iloc[tr["rows"]][cols].to_numpy(dtype=np.float64)
+    rules = ea.distill_rules(X_tr, tr["proba"][0].argmax(1), rows[cols].to_numpy(dtype=np.float64),
+                             pred, y, cols, cfg.tree_depth, cfg.seed)
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    preds = rows[["address", "bar_start", "split", "action"]].copy()
+    preds["pred"] = pred.astype(np.int8)
+    for k, name in enumerate(ACTIONS):
+        preds[f"prob_{name}"] = proba[:, k].astype(np.float32)
+    preds["rtg_input"], preds["rtg_pred"] = ev["rtg_input"][0], ev["rtg_pred"][0]
+    atomic_write(out / "predictions.parquet", preds)
+    metrics = {
+        "config": asdict(cfg), "split": cfg.split, "rows": int(len(rows)), "target_rtg": target,
+        "conditioning": "honest: target - observed past returns; previous actions = the trader's",
+        "twin": twin, "leaky_reference_realised_rtg": leaky, "baselines": baselines,
+        "twin_beats": {k: twin["macro_f1"] > v["macro_f1"] for k, v in baselines.items()},
+        "oracle": oracle, "rtg_sweep": sweep, "backtest": bt,
+        "distilled_rules": rules, "checkpoint": {"epoch": ckpt.get("epoch"),
+                                                 "metrics": ckpt.get("metrics")},
+        "class_names": list(ACTIONS), "n_actions": N_ACTIONS,
+    }
+    metrics["plots"] = write_plots(out, twin, sweep, curve, cfg.split)
+    atomic_write(out / "metrics.json", metrics)
+    atomic_write(out / "report.md", write_report(metrics))
+    headline = {
+        "report": str(out / "report.md"), "split": cfg.split, "rows": int(len(rows)),
+        "target_rtg": target, "twin": {"accuracy": twin["accuracy"], "macro_f1": twin["macro_f1"]},
+        "baselines": {k: v["macro_f1"] for k, v in baselines.items()},
+        "beats": metrics["twin_beats"],
+        "oracle_macro_f1": oracle.get("argmax_macro_f1"),
+        "twin_fraction_of_oracle": oracle.get("twin_fraction_macro_f1"),
+    }
+    return headline
+
+
+def main() -> None:
+    """CLI: flags 1:1 with EvalConfig; prints where the report is and the headline numbers."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    docs = field_docs(EvalConfig)
+    for name, f in EvalConfig.__dataclass_fields__.items():
+        kw = {"default": f.default, "help": docs[name].replace("%", "%%") + " (default: %(default)s)"}
+        if f.type in ("bool", bool):
+            p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, **kw)
+        else:
+            kind = float if f.default is None else type(f.default)  # the optional floats
+            p.add_argument(f"--{name}", type=kind, **kw)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        h = run(EvalConfig(**vars(args)))
+    except (EvaluationError, FileNotFoundError) as e:
+        print(f"evaluate: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    base = ", ".join(f"{k} {v:.3f}" for k, v in h["baselines"].items())
+    oracle = "n/a" if h["oracle_macro_f1"] is None else f"{h['oracle_macro_f1']:.3f}"
+    frac = "" if h["twin_fraction_of_oracle"] is None else f" ({h['twin_fraction_of_oracle']:.0%} of oracle)"
+    print(f"report: {h['report']}")
+    print(f"{h['split']} macro-F1: twin {h['twin']['macro_f1']:.3f}{frac} | oracle {oracle} | {base}")
+
+
+if __name__ == "__main__":
+    main()

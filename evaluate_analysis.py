@@ -1,0 +1,309 @@
+"""The twin report's analyses: metrics, baselines, oracle, RTG-sweep statistics, backtest, rules.
+
+Promise: pure functions over the processed parquet's rows (a pandas DataFrame) and arrays of
+predicted classes / probabilities; nothing here reads files, imports torch or knows the model.
+`evaluate.py` produces the twin's predictions and calls these, so each analysis is testable on
+synthetic rows whose answer is known.
+
+No-leakage rule: every fitted object (majority class, transition matrix, logistic regression,
+gradient boosting, distilled tree) is fitted on train-split rows only and scored on the evaluated
+split; the features are the bar's state columns and its previous action, which the parquet
+already builds from events before bar_start.
+
+Run alone: no CLI; `python evaluate.py` runs every analysis.
+
+Decisions where the issue is silent:
+- Baselines see the same per-bar inputs as one twin token, minus RTG and history: the state
+  columns plus a one-hot of the previous action. LR and HGB are class-weighted ("balanced"),
+  like the twin's class-weighted loss, because the headline metric is macro-F1.
+- The previous-action baseline predicts a_{t-1} (START maps to HOLD); its probabilities (for
+  log-loss) are the train split's transition matrix P(a_t | a_{t-1}), Laplace-smoothed.
+- Direction of a class is Up-equivalent sign: STRONG_BUY/BUY +1, HOLD 0, SELL/STRONG_SELL -1.
+- Backtest per-share P&L: see `per_share_pnl`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from action_discretization import ACTIONS, HOLD, N_ACTIONS, START_ACTION
+
+LABELS = list(range(N_ACTIONS))
+DIRECTION = np.array([1.0, 1.0, 0.0, -1.0, -1.0])
+"""Up-equivalent sign of each action class, indexed like ACTIONS."""
+PROBA_EPS = 1e-7
+
+
+# ---------------------------------------------------------------- metrics
+def classification_metrics(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None = None) -> dict:
+    """Accuracy, balanced accuracy, macro-F1 (over the 5 classes), per-class precision/recall,
+    the 5x5 confusion matrix (rows = trader, columns = prediction) and, with `proba` (N, 5),
+    the log-loss. Classes absent from both y and pred score 0 in macro-F1 only if predicted."""
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        log_loss,
+        precision_recall_fscore_support,
+    )
+
+    y, pred = np.asarray(y, dtype=np.int64), np.asarray(pred, dtype=np.int64)
+    out: dict = {"n": int(len(y))}
+    if len(y) == 0:
+        return out
+    present = sorted(set(y.tolist()) | set(pred.tolist()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # classes missing from y_true: sklearn warns, we report 0
+        out["accuracy"] = float(accuracy_score(y, pred))
+        out["balanced_accuracy"] = float(balanced_accuracy_score(y, pred))
+        out["macro_f1"] = float(f1_score(y, pred, labels=present, average="macro", zero_division=0))
+        p, r, f, s = precision_recall_fscore_support(y, pred, labels=LABELS, zero_division=0)
+        if proba is not None:
+            q = np.clip(np.asarray(proba, dtype=np.float64), PROBA_EPS, 1.0)
+            out["log_loss"] = float(log_loss(y, q / q.sum(1, keepdims=True), labels=LABELS))
+    out["per_class"] = {
+        ACTIONS[k]: {"precision": float(p[k]), "recall": float(r[k]), "f1": float(f[k]),
+                     "support": int(s[k])}
+        for k in LABELS
+    }
+    out["confusion"] = confusion_matrix(y, pred, labels=LABELS).tolist()
+    return out
+
+
+# ---------------------------------------------------------------- baselines
+def baseline_features(rows: pd.DataFrame, state_columns: list[str]) -> np.ndarray:
+    """(N, S + 6) float array: the state columns and a one-hot of prev_action (0..START_ACTION)."""
+    prev = rows["prev_action"].to_numpy(dtype=np.int64)
+    onehot = np.eye(START_ACTION + 1)[np.clip(prev, 0, START_ACTION)]
+    return np.hstack([rows[state_columns].to_numpy(dtype=np.float64), onehot])
+
+
+def _full_proba(model, X: np.ndarray) -> np.ndarray:
+    """predict_proba of a fitted sklearn classifier spread onto all 5 classes, (N, 5)."""
+    out = np.zeros((len(X), N_ACTIONS))
+    out[:, model.classes_.astype(int)] = model.predict_proba(X)
+    return out
+
+
+def fit_baselines(train: pd.DataFrame, rows: pd.DataFrame, state_columns: list[str],
+                  seed: int = 0) -> dict[str, dict]:
+    """Fit each baseline on `train` rows and score it on `rows`.
+
+    Returns {name: {"pred": (N,) int, "proba": (N, 5)}} for majority, previous_action,
+    logistic_regression and hist_gradient_boosting. With one class in train, the two learned
+    baselines fall back to that constant (sklearn cannot fit them)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    y_tr = train["action"].to_numpy(dtype=np.int64)
+    n = len(rows)
+    freq = np.bincount(y_tr, minlength=N_ACTIONS) + 1.0  # Laplace: log-loss stays finite
+    freq /= freq.sum()
+    majority = int(np.bincount(y_tr, minlength=N_ACTIONS).argmax())
+    out = {"majority": {"pred": np.full(n, majority), "proba": np.tile(freq, (n, 1))}}
+
+    prev_tr = np.where(train["prev_action"].to_numpy() == START_ACTION, HOLD, train["prev_action"])
+    trans = np.ones((N_ACTIONS, N_ACTIONS))
+    np.add.at(trans, (prev_tr.astype(np.int64), y_tr), 1.0)
+    trans /= trans.sum(1, keepdims=True)
+    prev = rows["prev_action"].to_numpy(dtype=np.int64)
+    prev = np.where(prev == START_ACTION, HOLD, prev)
+    out["previous_action"] = {"pred": prev, "proba": trans[prev]}
+
+    X_tr, X = baseline_features(train, state_columns), baseline_features(rows, state_columns)
+    learned = {
+        "logistic_regression": make_pipeline(
+            StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced")),
+        "hist_gradient_boosting": HistGradientBoostingClassifier(
+            random_state=seed, class_weight="balanced"),
+    }
+    for name, model in learned.items():
+        if len(np.unique(y_tr)) < 2:
+            out[name] = out["majority"]
+            continue
+        with threadpool_limits(1):  # tiny fits: OpenMP threads only oversubscribe the cores
+            model.fit(X_tr, y_tr)
+            proba = _full_proba(model, X)
+        out[name] = {"pred": proba.argmax(1), "proba": proba}
+    return out
+
+
+# ---------------------------------------------------------------- oracle
+def decision_interval(truth: pd.DataFrame) -> pd.Timedelta | None:
+    """The median spacing of a truth table's decision_time within an address (None if < 2 rows)."""
+    t = truth.sort_values(["address", "decision_time"])
+    d = t.groupby("address")["decision_time"].diff().dropna()
+    return None if d.empty else pd.Timedelta(d.median())
+
+
+def oracle_report(rows: pd.DataFrame, pred: np.ndarray, truth: pd.DataFrame | None,
+                  bar_interval: str) -> dict:
+    """The Bayes ceiling of the true policy pi on the evaluated rows, and the twin's fraction.
+
+    `rows` has address, bar_start, action; `pred` is the twin's class per row; `truth` the
+    concatenated demo truth (address, decision_time, prob_0..prob_4, action). Joined on
+    (address, bar_start == decision_time) only when the decision interval equals the bar
+    interval; otherwise {"available": False, "reason": ...}. expected_accuracy = mean max pi (the
+    Bayes accuracy against the drawn action); argmax metrics are scored against the pipeline's
+    recorded actions, the ones the twin is scored against."""
+    if truth is None or truth.empty:
+        return {"available": False, "reason": "no truth files for these addresses"}
+    interval, bar = decision_interval(truth), pd.Timedelta(bar_interval)
+    if interval != bar:
+        return {"available": False, "reason": f"truth decision interval {interval} differs from "
+                f"the bar interval {bar}: decisions and bars do not map one to one"}
+    prob_cols = [f"prob_{k}" for k in LABELS]
+    key = rows[["address", "bar_start"]].assign(_row=np.arange(len(rows)))
+    t = truth.rename(columns={"decision_time": "bar_start", "action": "truth_action"})
+    t["bar_start"] = pd.to_datetime(t["bar_start"], utc=True).astype(key["bar_start"].dtype)
+    m = key.merge(t[["address", "bar_start", "truth_action", *prob_cols]], on=["address", "bar_start"])
+    if m.empty:
+        return {"available": False, "reason": "no evaluated bar matches a truth decision_time"}
+    idx = m["_row"].to_numpy()
+    pi = m[prob_cols].to_numpy(dtype=np.float64)
+    y = rows["action"].to_numpy(dtype=np.int64)[idx]
+    drawn = m["truth_action"].to_numpy(dtype=np.int64)
+    ceiling = classification_metrics(y, pi.argmax(1), pi)
+    twin = classification_metrics(y, np.asarray(pred)[idx])
+    return {
+        "available": True, "n_matched": int(len(m)), "coverage": float(len(m) / len(rows)),
+        "expected_accuracy": float(pi.max(1).mean()),
+        "argmax_accuracy": ceiling["accuracy"], "argmax_macro_f1": ceiling["macro_f1"],
+        "argmax_balanced_accuracy": ceiling["balanced_accuracy"],
+        "log_loss": ceiling["log_loss"],
+        "argmax_accuracy_vs_drawn": float((pi.argmax(1) == drawn).mean()),
+        "drawn_vs_discretised_agreement": float((drawn == y).mean()),
+        "twin_accuracy_matched": twin["accuracy"], "twin_macro_f1_matched": twin["macro_f1"],
+        "twin_fraction_macro_f1": _ratio(twin["macro_f1"], ceiling["macro_f1"]),
+        "twin_fraction_accuracy": _ratio(twin["accuracy"], float(pi.max(1).mean())),
+    }
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return float(a / b) if b > 0 else None
+
+
+# ---------------------------------------------------------------- RTG sweep
+def sweep_statistics(targets: np.ndarray, proba: np.ndarray) -> dict:
+    """Action distribution over target RTGs. `proba` is (G, N, 5) for G targets and N rows.
+
+    Returns per-target shares of the predicted (argmax) classes, mean probabilities, the mean
+    Up-equivalent direction (sum_c p_c x DIRECTION_c) and trade rate (1 - P(HOLD)), and the
+    Spearman correlation of each with the target (None when either side is constant): the
+    monotonicity statistic of how the target steers the twin."""
+    from scipy.stats import spearmanr
+
+    targets = np.asarray(targets, dtype=np.float64)
+    pred = proba.argmax(-1)  # (G, N)
+    shares = np.stack([(pred == k).mean(1) for k in LABELS], 1)  # (G, 5)
+    direction = (proba @ DIRECTION).mean(1)
+    trade_rate = 1.0 - proba[..., HOLD].mean(1)
+
+    def rho(v: np.ndarray) -> float | None:
+        if np.ptp(v) < 1e-12 or len(v) < 3:
+            return None
+        return float(spearmanr(targets, v).statistic)
+
+    return {
+        "targets": targets.tolist(), "pred_share": shares.tolist(),
+        "mean_proba": proba.mean(1).tolist(), "mean_direction": direction.tolist(),
+        "trade_rate": trade_rate.tolist(),
+        "spearman_direction": rho(direction), "spearman_trade_rate": rho(trade_rate),
+    }
+
+
+# ---------------------------------------------------------------- backtest
+def per_share_pnl(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(u, source): the P&L one Up-equivalent share bought in the bar made, and how it is known.
+
+    source 1 (trader fill): the trader traded and held nothing before the bar, so the bar's P&L
+    is exactly what its own fills made at observed fill prices, settled by the market:
+    u = pnl / net_shares. Position before the bar = the previous row's inv_up - inv_down (raw
+    shares; rows are consecutive bars of one address). source 2 (mid + settlement): elsewhere,
+    when the parquet carries the bar's opening mid `open`, u = settle(slug) - open, with the
+    market's settlement read as its last close >= 0.5 (the ingestion's rule without a
+    resolution). source 0: no observed price, u = 0: counted, never guessed."""
+    net = rows["net_shares"].to_numpy(dtype=np.float64)
+    inv_col = (rows["inv_up"] - rows["inv_down"]) if {"inv_up", "inv_down"} <= set(rows) else rows["inventory"]
+    inv = inv_col.to_numpy(dtype=np.float64)
+    addr = rows["address"].to_numpy()
+    same = np.r_[False, addr[1:] == addr[:-1]]
+    inv_before = np.where(same, np.r_[0.0, inv[:-1]], 0.0)
+    fill = (np.abs(net) > 0) & (np.abs(np.nan_to_num(inv_before)) < 1e-9)
+    u = np.where(fill, rows["pnl"].to_numpy(dtype=np.float64) / np.where(fill, net, 1.0), 0.0)
+    source = np.where(fill, 1, 0)
+    if {"open", "close", "slug"} <= set(rows):
+        last = rows.groupby("slug", sort=False)["close"].transform("last").to_numpy(dtype=np.float64)
+        est = (last >= 0.5).astype(np.float64) - rows["open"].to_numpy(dtype=np.float64)
+        mid = ~fill & np.isfinite(est) & np.isfinite(last) & rows["slug"].notna().to_numpy()
+        u, source = np.where(mid, est, u), np.where(mid, 2, source)
+    return u, source
+
+
+def backtest(rows: pd.DataFrame, pred: np.ndarray, class_sizes: dict,
+             per_share: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict, pd.DataFrame]:
+    """Replay `rows` (one split, time-ordered per address) acting on `pred`.
+
+    The bot trades class_sizes[ACTIONS[pred]] Up-equivalent shares (the class median net shares
+    on the train split) in each bar, valued with `per_share_pnl`. Returns (summary, curve) where
+    curve has bar_start, bot_pnl, trader_pnl and their cumulative sums (summed across addresses
+    per bar). summary: totals, per-bar correlation, hit rates (share of trading bars with
+    P&L > 0), and the share of bot trading bars that could be valued."""
+    sizes = np.array([float(class_sizes.get(a, 0.0) or 0.0) for a in ACTIONS])
+    u, source = per_share_pnl(rows) if per_share is None else per_share
+    bot_size = sizes[np.asarray(pred, dtype=np.int64)]
+    bot = bot_size * u
+    trader = rows["pnl"].to_numpy(dtype=np.float64)
+    curve = (pd.DataFrame({"bar_start": rows["bar_start"].to_numpy(), "bot_pnl": bot,
+                           "trader_pnl": trader})
+             .groupby("bar_start", sort=True).sum().reset_index())
+    curve["bot_equity"] = curve["bot_pnl"].cumsum()
+    curve["trader_equity"] = curve["trader_pnl"].cumsum()
+    bot_trades = np.abs(bot_size) > 0
+    trader_trades = np.abs(rows["net_shares"].to_numpy(dtype=np.float64)) > 0
+    valued = bot_trades & (source > 0)
+    corr = None
+    if len(curve) > 2 and curve["bot_pnl"].std() > 0 and curve["trader_pnl"].std() > 0:
+        corr = float(np.corrcoef(curve["bot_pnl"], curve["trader_pnl"])[0, 1])
+    summary = {
+        "bot_total_pnl": float(bot.sum()), "trader_total_pnl": float(trader.sum()),
+        "pnl_correlation": corr,
+        "bot_hit_rate": float((bot[valued] > 0).mean()) if valued.any() else None,
+        "trader_hit_rate": float((trader[trader_trades] > 0).mean()) if trader_trades.any() else None,
+        "bot_trading_bars": int(bot_trades.sum()), "trader_trading_bars": int(trader_trades.sum()),
+        "bot_trades_valued_share": float(valued.sum() / bot_trades.sum()) if bot_trades.any() else None,
+        "bot_trades_valued_by_fills": int((bot_trades & (source == 1)).sum()),
+        "bot_trades_valued_by_mid": int((bot_trades & (source == 2)).sum()),
+        "class_sizes": dict(zip(ACTIONS, sizes.tolist(), strict=True)),
+    }
+    return summary, curve
+
+
+# ---------------------------------------------------------------- distilled rules
+def distill_rules(X_train: np.ndarray, twin_train: np.ndarray, X_eval: np.ndarray,
+                  twin_eval: np.ndarray, y_eval: np.ndarray, feature_names: list[str],
+                  max_depth: int = 4, seed: int = 0) -> dict:
+    """A DecisionTreeClassifier(max_depth) fitted to the twin's predictions on train rows.
+
+    Returns the export_text rules (class names from ACTIONS), fidelity to the twin on train and
+    on the evaluated rows, and the tree's accuracy and macro-F1 against the trader there."""
+    from sklearn.tree import DecisionTreeClassifier, export_text
+
+    tree = DecisionTreeClassifier(max_depth=max_depth, random_state=seed).fit(X_train, twin_train)
+    rules = export_text(tree, feature_names=list(feature_names),
+                        class_names=[ACTIONS[int(c)] for c in tree.classes_], decimals=2)
+    tree_eval = tree.predict(X_eval)
+    vs_trader = classification_metrics(y_eval, tree_eval)
+    return {
+        "rules": rules, "max_depth": max_depth, "n_leaves": int(tree.get_n_leaves()),
+        "fidelity_train": float((tree.predict(X_train) == twin_train).mean()),
+        "fidelity_eval": float((tree_eval == twin_eval).mean()) if len(twin_eval) else None,
+        "accuracy_vs_trader": vs_trader.get("accuracy"), "macro_f1_vs_trader": vs_trader.get("macro_f1"),
+    }

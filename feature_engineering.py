@@ -1,0 +1,456 @@
+"""Market features: Yang-Zhang volatility, FFD price, volume z-score, RSI, MACD histogram, Bollinger width.
+
+Promise: `run(bars, train_mask, cfg)` returns one row per bar-table row (same index) with the raw
+columns `ffd_price, yz_vol, volume_z, rsi, macd_hist, bb_width` (NOT shifted, NOT normalised),
+computed per address on the price series chosen by `price_source`, and a `fitted` dict with the
+FFD order d chosen on the train split. The indicator functions equal TA-Lib's (RSI, SMA, EMA,
+MACD, BBANDS) to rounding after their warm-up; the tests check <= 1e-8 on real BTC bars.
+
+No-leakage rule: every value at row i uses only rows <= i of the same address (TA-Lib's
+convention: a bar's value includes its own close). The one-bar shift that keeps the state of bar
+t on events before bar_start(t) happens in state_features. The only fitted parameter, d, is
+chosen on train rows alone (changing any other row cannot change it).
+
+Run alone: python feature_engineering.py --bars data/bars.parquet --out data/features.parquet
+(`--bars/--out/--train_end` are the stand-alone I/O flags; every other flag is a config field).
+
+Decisions where the issue is silent:
+- Yang-Zhang is in per-bar units (TTR's N = 1, no annualisation); first value at index n
+  (the overnight term needs the previous close).
+- volume_z = (v_i - mean) / std of v = log1p(volume) over the trailing volume_z_n bars, population
+  std; 0 where that std is 0. Bars without data count as volume 0.
+- Bars without data (has_data / has_underlying False) become flat bars at the last close
+  (open = high = low = close = previous close, volume 0) for feature computation only; bars
+  before an address's first data stay NaN (warm-up).
+- auto price source = underlying when has_underlying covers more than half of the train bars.
+- ADF: statsmodels adfuller(maxlag=1, regression="c", autolag=None) (Lopez de Prado's setting)
+  on the FFD series of the train rows. With several addresses d = the largest per-address choice
+  (every address stationary); adf_stat/adf_pvalue are those of the address that set d. If no d
+  in the grid passes, d = 1.0 with its statistic; a series too short for the test gives d = 1.0
+  and NaN statistics; a constant series gives d = 0.
+- Interior NaN in an input poison the windows (SMA, Bollinger, YZ) or the rest of the series
+  (EMA, RSI, MACD: recursions) they enter, as in TA-Lib; leading NaN are skipped like TA-Lib's
+  Python wrapper does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.signal import lfilter, oaconvolve
+
+log = logging.getLogger("feature_engineering")
+
+FEATURE_COLUMNS = ["ffd_price", "yz_vol", "volume_z", "rsi", "macd_hist", "bb_width"]
+"""The raw feature columns run() returns, in STATE_FEATURES order."""
+
+_OHLCV = {"underlying": ["u_open", "u_high", "u_low", "u_close", "u_volume"],
+          "token": ["open", "high", "low", "close", "volume"]}
+_HAS = {"underlying": "has_underlying", "token": "has_data"}
+_TA_EPS = 1e-8  # TA-Lib's TA_IS_ZERO tolerance (RSI denominator, BBANDS variance)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    price_source: str = "auto"
+    """Price series for the features: auto | underlying (u_* BTC/USD bars) | token (Up-token mid)."""
+    rsi_n: int = 14
+    """RSI period (Wilder smoothing, SMA-seeded, as TA-Lib)."""
+    macd_fast: int = 12
+    """MACD fast EMA period."""
+    macd_slow: int = 26
+    """MACD slow EMA period."""
+    macd_signal: int = 9
+    """MACD signal EMA period."""
+    bb_n: int = 20
+    """Bollinger window (SMA middle band, population sigma)."""
+    bb_k: float = 2.0
+    """Bollinger band width in sigmas."""
+    yz_n: int = 20
+    """Yang-Zhang volatility window in bars."""
+    volume_z_n: int = 96
+    """Trailing window of the log1p(volume) z-score in bars."""
+    ffd_thresh: float = 1e-4
+    """FFD weights are cut where |w_k| < ffd_thresh."""
+    d_step: float = 0.05
+    """Grid step of the FFD order d in [0, 1]."""
+    adf_pvalue: float = 0.05
+    """d = the smallest grid value whose ADF p-value is below this."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _as_float(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64).ravel()
+
+
+def _first_finite(x: np.ndarray) -> int:
+    """Index of the first finite value (len(x) if none)."""
+    ok = np.flatnonzero(np.isfinite(x))
+    return int(ok[0]) if ok.size else len(x)
+
+
+def _rolling_sum(x: np.ndarray, n: int) -> np.ndarray:
+    """out[i] = sum(x[i-n+1..i]) for i >= n-1 (length len(x)-n+1), NaN where a window holds NaN.
+
+    Blocked cumulative sums around a per-block reference value keep the rounding error at
+    ~eps * block * |local deviation| instead of eps * |running total| (cumsum over 1e6 prices).
+    """
+    m = len(x) - n + 1
+    if m <= 0:
+        return np.empty(0)
+    bad = ~np.isfinite(x)
+    xz = np.where(bad, 0.0, x)
+    block = 4096
+    nb = -(-m // block)
+    pad = np.concatenate([xz, np.zeros(nb * block + n - 1 - len(x))])
+    # (nb, block + n - 1): block b holds inputs for outputs b*block .. b*block + block - 1
+    win = np.lib.stride_tricks.sliding_window_view(pad, block + n - 1)[::block]
+    ref = win[:, :1]
+    c = np.cumsum(win - ref, axis=1)                    # c[:, j] = sum of the first j+1 values
+    sums = np.empty((nb, block))
+    sums[:, 0] = c[:, n - 1]
+    np.subtract(c[:, n:], c[:, :block - 1], out=sums[:, 1:])
+    sums += n * ref                                     # (nb, block)
+    out = sums.ravel()[:m]
+    if bad.any():
+        nbad = np.convolve(bad.astype(np.float64), np.ones(n), "valid")
+        out[nbad > 0] = np.nan
+    return out
+
+
+def _rolling_mean_var(x: np.ndarray, n: int, ddof: int) -> tuple[np.ndarray, np.ndarray]:
+    """Trailing mean and variance (ddof) over n values, aligned to x (NaN for i < n-1)."""
+    mean = np.full(len(x), np.nan)
+    var = np.full(len(x), np.nan)
+    if len(x) < n:
+        return mean, var
+    fin = x[np.isfinite(x)]
+    c = fin[0] if fin.size else 0.0  # causal shift (first value): sums of small deviations
+    y = x - c
+    s1, s2 = _rolling_sum(y, n), _rolling_sum(y * y, n)
+    mean[n - 1:] = s1 / n + c
+    var[n - 1:] = np.maximum((s2 - s1 * s1 / n) / (n - ddof), 0.0)
+    return mean, var
+
+
+def _ema_seeded(x: np.ndarray, n: int, seed_at: int) -> np.ndarray:
+    """EMA with k = 2/(n+1), seeded at index seed_at with the mean of x[seed_at-n+1..seed_at]."""
+    out = np.full(len(x), np.nan)
+    if seed_at >= len(x) or seed_at < n - 1:
+        return out
+    k = 2.0 / (n + 1.0)
+    seed = x[seed_at - n + 1: seed_at + 1].mean()
+    out[seed_at] = seed
+    if seed_at + 1 < len(x):
+        # y_t = k x_t + (1-k) y_{t-1}; lfilter runs the recursion in C
+        out[seed_at + 1:] = lfilter([k], [1.0, -(1.0 - k)], x[seed_at + 1:], zi=[(1.0 - k) * seed])[0]
+    return out
+
+
+# ----------------------------------------------------------------------------- indicators
+
+def sma(close, n: int = 20) -> np.ndarray:
+    """Simple moving average: value i = mean(close[i-n+1..i]); NaN for the first n-1 finite bars."""
+    x = _as_float(close)
+    out = np.full(len(x), np.nan)
+    b = _first_finite(x)
+    if len(x) - b >= n:
+        out[b + n - 1:] = _rolling_sum(x[b:], n) / n
+    return out
+
+
+def ema(close, n: int = 20) -> np.ndarray:
+    """TA-Lib EMA: k = 2/(n+1), seeded with the SMA of the first n bars; value i uses bars <= i."""
+    x = _as_float(close)
+    b = _first_finite(x)
+    out = np.full(len(x), np.nan)
+    out[b:] = _ema_seeded(x[b:], n, n - 1)
+    return out
+
+
+def rsi(close, n: int = 14) -> np.ndarray:
+    """TA-Lib RSI: Wilder averages of gains/losses seeded with the mean of the first n changes.
+
+    Value i uses closes <= i; first value at index n (after leading NaN). 0 where the average
+    gain + loss is below 1e-8 (TA-Lib's TA_IS_ZERO).
+    """
+    x = _as_float(close)
+    out = np.full(len(x), np.nan)
+    b = _first_finite(x)
+    if len(x) - b <= n:
+        return out
+    d = np.diff(x[b:])                       # d[j] = x[b+j+1] - x[b+j]
+    gain, loss = np.maximum(d, 0.0), np.maximum(-d, 0.0)   # np.maximum keeps NaN
+    a = (n - 1.0) / n
+    avg = []
+    for s in (gain, loss):
+        seed = s[:n].mean()
+        rest = lfilter([1.0 / n], [1.0, -a], s[n:], zi=[a * seed])[0] if len(s) > n else np.empty(0)
+        avg.append(np.concatenate([[seed], rest]))   # aligned to x[b+n:]
+    g, l_ = avg
+    tot = g + l_
+    with np.errstate(invalid="ignore", divide="ignore"):
+        val = np.where(np.abs(tot) < _TA_EPS, 0.0, 100.0 * g / tot)
+    val[np.isnan(tot)] = np.nan
+    out[b + n:] = val
+    return out
+
+
+def macd_histogram(close, fast: int = 12, slow: int = 26, signal: int = 9) -> np.ndarray:
+    """TA-Lib MACD histogram = MACD line - signal EMA of it; value i uses closes <= i.
+
+    As TA-Lib, both EMAs are seeded at index slow-1 (the fast one with the mean of its last
+    `fast` closes), the signal EMA is seeded at slow+signal-2, the first histogram value.
+    """
+    if not 0 < fast < slow:
+        raise ValueError(f"macd needs 0 < fast < slow, got fast={fast} slow={slow}")
+    x = _as_float(close)
+    out = np.full(len(x), np.nan)
+    b = _first_finite(x)
+    y = x[b:]
+    if len(y) < slow + signal - 1:
+        return out
+    line = _ema_seeded(y, fast, slow - 1) - _ema_seeded(y, slow, slow - 1)   # from slow-1
+    sig = np.full(len(y), np.nan)
+    sig[slow - 1:] = _ema_seeded(line[slow - 1:], signal, signal - 1)
+    out[b:] = line - sig
+    return out
+
+
+def bollinger_bands(close, n: int = 20, k: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(upper, middle, lower) as TA-Lib BBANDS with an SMA: middle +- k sigma, value i uses <= i.
+
+    sigma is the population sigma computed as TA-Lib does, sqrt(sum(x^2)/n - SMA^2), 0 where that
+    is below 1e-8, so the bands agree with TA-Lib to rounding (the cancellation costs ~1e-7 in
+    sigma at price levels ~1e5, irrelevant for a width feature).
+    """
+    x = _as_float(close)
+    mid = sma(x, n)
+    b = _first_finite(x)
+    s2 = np.full(len(x), np.nan)
+    if len(x) - b >= n:
+        s2[b + n - 1:] = _rolling_sum(x[b:] * x[b:], n)
+    m2 = s2 / n - mid * mid
+    sd = np.where(m2 < _TA_EPS, 0.0, np.sqrt(np.where(m2 < _TA_EPS, 0.0, m2)))
+    sd[np.isnan(m2)] = np.nan
+    return mid + k * sd, mid, mid - k * sd
+
+
+def bollinger_width(close, n: int = 20, k: float = 2.0) -> np.ndarray:
+    """(upper - lower) / middle of bollinger_bands; value i uses closes <= i; NaN where middle is 0."""
+    up, mid, lo = bollinger_bands(close, n, k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(mid != 0, (up - lo) / mid, np.nan)
+
+
+def yang_zhang(open, high, low, close, n: int = 20) -> np.ndarray:  # noqa: A002 (the seed's name)
+    """Yang-Zhang volatility as R TTR volatility(calc="yang.zhang", N=1), per-bar units.
+
+    sigma_i^2 = var(log(O/C_prev)) + k var(log(C/O)) + (1-k) mean(RS), k = 0.34/(1.34+(n+1)/(n-1)),
+    both variances demeaned with n-1, RS = log(H/C)log(H/O) + log(L/C)log(L/O), every term over
+    bars i-n+1..i; value i uses bars i-n..i (the previous close), first value at index n.
+    """
+    o, h, lo, c = (_as_float(v) for v in (open, high, low, close))
+    if n < 2:
+        raise ValueError(f"yang_zhang needs n >= 2, got {n}")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        overnight = np.concatenate([[np.nan], np.log(o[1:] / c[:-1])])
+        oc = np.log(c / o)
+        rs = np.log(h / c) * np.log(h / o) + np.log(lo / c) * np.log(lo / o)
+    kk = 0.34 / (1.34 + (n + 1.0) / (n - 1.0))
+    b = _first_finite(overnight)
+    out = np.full(len(c), np.nan)
+    if len(c) - b < n:
+        return out
+    s2o = _rolling_mean_var(overnight[b:], n, 1)[1]
+    s2c = _rolling_mean_var(oc[b:], n, 1)[1]
+    s2rs = _rolling_mean_var(rs[b:], n, 0)[0]
+    out[b:] = np.sqrt(np.maximum(s2o + kk * s2c + (1.0 - kk) * s2rs, 0.0))
+    return out
+
+
+def volume_zscore(volume, n: int = 96) -> np.ndarray:
+    """Trailing z-score of log1p(volume) over bars i-n+1..i (population std, 0 where it is 0)."""
+    v = np.log1p(np.maximum(_as_float(volume), 0.0))
+    mean, var = _rolling_mean_var(v, n, 0)
+    sd = np.sqrt(var)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(sd > 1e-12, (v - mean) / sd, 0.0)
+    z[np.isnan(mean)] = np.nan
+    return z
+
+
+def ffd_weights(d: float, thresh: float = 1e-4) -> np.ndarray:
+    """FFD weights w_0 = 1, w_k = -w_{k-1} (d-k+1)/k, stopping before the first |w_k| < thresh.
+
+    Returns (width,) with w[k] the weight of x[i-k]; w_k = (-1)^k C(d, k).
+    """
+    w = [1.0]
+    k = 1
+    while k < 100_000:  # a safety cap; thresh >= 1e-6 stops far earlier for d in [0, 1]
+        nxt = -w[-1] * (d - k + 1) / k
+        if abs(nxt) < thresh:
+            break
+        w.append(nxt)
+        k += 1
+    return np.asarray(w)
+
+
+def frac_diff_ffd(series, d: float, thresh: float = 1e-4) -> np.ndarray:
+    """Fixed-width fractional difference: out[i] = sum_k w_k x[i-k], value i uses x[i-width+1..i].
+
+    NaN for the first width-1 finite values; leading NaN are skipped. Long kernels use an
+    overlap-add FFT, so a value can move by FFT rounding (~1e-15 relative) when later inputs change.
+    """
+    x = _as_float(series)
+    w = ffd_weights(d, thresh)
+    out = np.full(len(x), np.nan)
+    b = _first_finite(x)
+    y = x[b:]
+    if len(y) < len(w):
+        return out
+    if len(w) > 64 and np.isfinite(y).all():
+        val = oaconvolve(y, w, mode="valid")   # overlap-add FFT: O(N log W) instead of O(N W)
+    else:
+        val = np.convolve(y, w, mode="valid")
+    out[b + len(w) - 1:] = val
+    return out
+
+
+def choose_d(series, thresh: float = 1e-4, step: float = 0.05, pvalue: float = 0.05,
+             maxlag: int = 1) -> tuple[float, float, float]:
+    """Smallest d in the grid 0, step, ..., 1 whose FFD series has ADF p < pvalue: (d, stat, p).
+
+    ADF = statsmodels adfuller(maxlag, regression="c", autolag=None) on the finite FFD values.
+    No d passes -> (1.0, stat, p) of d = 1; too short (< 20 values at every d) -> (1.0, nan, nan);
+    constant series -> (0.0, nan, nan).
+    """
+    from statsmodels.tsa.stattools import adfuller
+
+    x = _as_float(series)
+    fin = x[np.isfinite(x)]
+    if fin.size and np.ptp(fin) == 0:
+        return 0.0, float("nan"), float("nan")
+    last = (1.0, float("nan"), float("nan"))
+    for d in np.round(np.arange(0.0, 1.0 + step / 2, step), 10):
+        y = frac_diff_ffd(x, float(d), thresh)
+        y = y[np.isfinite(y)]
+        if y.size < 20 or np.ptp(y) == 0:
+            continue
+        stat, p = adfuller(y, maxlag=maxlag, regression="c", autolag=None)[:2]
+        last = (float(d), float(stat), float(p))
+        if p < pvalue:
+            return last
+    return last
+
+
+# ----------------------------------------------------------------------------- the stage
+
+def resolve_price_source(bars: pd.DataFrame, price_source: str, train_mask=None) -> str:
+    """auto -> underlying when has_underlying covers more than half of the train bars, else token.
+
+    train_mask None = all bars. Deciding on train rows keeps later data from switching the source.
+    """
+    if price_source not in ("auto", "underlying", "token"):
+        raise ValueError(f"price_source must be auto, underlying or token, got {price_source!r}")
+    if price_source != "auto":
+        return price_source
+    if "has_underlying" not in bars:
+        return "token"
+    has = bars["has_underlying"].fillna(False).astype(bool).to_numpy()
+    if train_mask is not None:
+        has = has[np.asarray(train_mask, dtype=bool)]
+    return "underlying" if has.size and float(has.mean()) > 0.5 else "token"
+
+
+def filled_ohlcv(bars: pd.DataFrame, source: str) -> pd.DataFrame:
+    """open/high/low/close/volume of `source`, no-data bars made flat at the last close (volume 0).
+
+    Forward-filling is per address and causal (a bar only sees earlier bars).
+    """
+    cols = _OHLCV[source]
+    missing = [c for c in cols if c not in bars]
+    if missing:
+        raise ValueError(f"bar table lacks columns {missing} needed by price_source={source}")
+    raw = bars[cols].astype(float).set_axis(["open", "high", "low", "close", "volume"], axis=1)
+    has = bars[_HAS[source]].fillna(False).astype(bool) if _HAS[source] in bars else raw["close"].notna()
+    ok = has.to_numpy() & raw["close"].notna().to_numpy()
+    close = raw["close"].where(ok).groupby(bars["address"].to_numpy(), sort=False).ffill()
+    out = pd.DataFrame(index=bars.index)
+    for c in ("open", "high", "low"):
+        out[c] = raw[c].where(ok & raw[c].notna().to_numpy(), close)
+    out["close"] = close
+    out["volume"] = raw["volume"].where(ok, 0.0).fillna(0.0)
+    return out
+
+
+def run(bars: pd.DataFrame, train_mask, cfg: FeatureConfig) -> tuple[pd.DataFrame, dict]:
+    """Raw market features per address (indexed like bars) and the fitted FFD order."""
+    train = np.asarray(train_mask, dtype=bool)
+    if train.shape != (len(bars),):
+        raise ValueError(f"train_mask has shape {train.shape}, expected ({len(bars)},)")
+    source = resolve_price_source(bars, cfg.price_source, train)
+    px = filled_ohlcv(bars, source)
+    ffd_in = np.log(px["close"].to_numpy()) if source == "underlying" else px["close"].to_numpy()
+    groups = [np.asarray(ix) for ix in bars.groupby("address", sort=False).indices.values()]
+    groups = [g[np.argsort(bars["bar_start"].to_numpy()[g], kind="stable")] for g in groups]
+    # d: per address on its train rows only, the largest choice wins (every address stationary)
+    chosen = [choose_d(ffd_in[g[train[g]]], cfg.ffd_thresh, cfg.d_step, cfg.adf_pvalue)
+              for g in groups if train[g].any()]
+    best = max(chosen, key=lambda r: r[0]) if chosen else (0.0, float("nan"), float("nan"))
+    d = best[0]
+    feats = pd.DataFrame(np.nan, index=bars.index, columns=FEATURE_COLUMNS)
+    out = np.full((len(bars), len(FEATURE_COLUMNS)), np.nan)
+    o, h, lo, c, v = (px[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
+    for g in groups:
+        out[g, 0] = frac_diff_ffd(ffd_in[g], d, cfg.ffd_thresh)
+        out[g, 1] = yang_zhang(o[g], h[g], lo[g], c[g], cfg.yz_n)
+        out[g, 2] = volume_zscore(v[g], cfg.volume_z_n)
+        out[g, 3] = rsi(c[g], cfg.rsi_n)
+        out[g, 4] = macd_histogram(c[g], cfg.macd_fast, cfg.macd_slow, cfg.macd_signal)
+        out[g, 5] = bollinger_width(c[g], cfg.bb_n, cfg.bb_k)
+    feats.loc[:, :] = out
+    fitted = {"price_source": source, "d": float(d), "adf_stat": best[1], "adf_pvalue": best[2],
+              "ffd_thresh": cfg.ffd_thresh, "ffd_width": int(len(ffd_weights(d, cfg.ffd_thresh))),
+              "n_train_rows": int(train.sum())}
+    return feats, fitted
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bars", default="data/bars.parquet", help="bar table parquet (data_ingestion)")
+    p.add_argument("--out", default="data/features.parquet", help="output parquet")
+    p.add_argument("--train_end", default=None,
+                   help="UTC time: bars before it are train (default: the first 70%% of bar times)")
+    for name, field in FeatureConfig.__dataclass_fields__.items():
+        p.add_argument(f"--{name}", type=type(field.default), default=getattr(FeatureConfig, name))
+    a = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg = FeatureConfig(**{k: getattr(a, k) for k in FeatureConfig.__dataclass_fields__})
+    try:
+        bars = pd.read_parquet(a.bars)
+        t = pd.to_datetime(bars["bar_start"], utc=True)
+        end = pd.Timestamp(a.train_end, tz="UTC") if a.train_end else t.quantile(0.7)
+        feats, fitted = run(bars, (t < end).to_numpy(), cfg)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"feature_engineering: {a.bars}: {e} (run data_ingestion.py first, or fix the flag)",
+              file=sys.stderr)
+        raise SystemExit(2) from None
+    out = pd.concat([bars[["address", "bar_start"]], feats], axis=1)
+    tmp = f"{a.out}.tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    out.to_parquet(tmp, index=False)
+    os.replace(tmp, a.out)
+    log.info("wrote %s: %d rows, price_source %s, d %.2f (ADF p %.3g)", a.out, len(out),
+             fitted["price_source"], fitted["d"], fitted["adf_pvalue"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,513 @@
+"""File parsing and event validation for data_ingestion (one price file -> compact arrays).
+
+Promise: `parse_file(path, address)` never raises. It reads one JSON file (a seed price file,
+or a Polymarket data-api /trades dump), validates every event against DESIGN.md "Input
+contract", and returns the surviving events of each market as compact numpy arrays plus a
+report whose counts reconcile exactly: read = used + sum(dropped.values()). It runs inside the
+process-pool workers of `data_ingestion.load_events`, so it imports no project module.
+
+No-leakage rule: parsing is per file and per event; nothing here looks across time.
+
+Run alone: no CLI; `python data_ingestion.py --data_dir DIR` runs it for every file.
+
+Decisions where the issue is silent:
+- JSON is read with orjson; a file orjson rejects is retried with the standard library (which
+  accepts NaN, Infinity and integers beyond 64 bits) before it is quarantined as invalid JSON;
+  the non-finite values it lets through are then dropped per event.
+- Numeric fields accept JSON numbers and numeric strings; booleans, lists and objects are wrong
+  types. `t` must be Unix milliseconds in [2000-01-01, 2100-01-01); fractional ms are floored.
+- Aliases: type ohlcv|bar|candle; open|o, high|h, low|l, close|c, volume|v; size|shares;
+  best_bid|bid, best_ask|ask. The canonical name wins when both are present. Names of type,
+  side, outcome and resolution are case-insensitive.
+- ohlcv: all four prices must be inside (0, 1) (token bar) or all > 1 (underlying bar), with
+  low <= min(open, close) and high >= max(open, close); volume is optional (0) but >= 0.
+  price_change: mid optional (else (bid + ask) / 2), must lie in [bid, ask].
+- Ids: `id`, else `transactionHash|tx_hash` + `index|logIndex|log_index` (read on fills); a repeat of an id in
+  the same file is dropped as `duplicate_id`. Identical-looking events (equal in every
+  normalised field but the id) are kept and counted.
+- Data-api dumps: a top-level JSON list is a dump (see `convert_data_api_trades`); records are
+  grouped by (proxyWallet, slug), `timestamp` is seconds (values >= 1e11 are taken as ms), and a
+  transaction hash alone is not an id (one transaction can hold several real fills).
+- A slug that is not `btc-updown-15m-<start>` makes the market skipped (its events are counted as
+  dropped `not_btc_15m`); a file with no slug, no `prices` list or unreadable JSON is quarantined.
+  A valid file whose events are all invalid is kept as a market with no events (so dropping
+  events never changes which market a bar belongs to).
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from collections import Counter
+from collections.abc import Hashable
+from itertools import chain, repeat
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+
+SLUG_RE = re.compile(r"^btc-updown-15m-(\d{9,11})$")
+"""The BTC 15-minute market slugs this product ingests; the number is the window start (s)."""
+
+TRADE, PRICE_CHANGE, OHLCV, UNDERLYING = 0, 1, 2, 3
+KIND_NAMES = ("trade", "price_change", "ohlcv", "underlying")
+TYPE_ALIASES = {"trade": TRADE, "price_change": PRICE_CHANGE, "ohlcv": OHLCV, "bar": OHLCV,
+                "candle": OHLCV, None: -2}
+FIELD_ALIASES = {"open": ("o",), "high": ("h",), "low": ("l",), "close": ("c",),
+                 "volume": ("v",), "size": ("shares",), "best_bid": ("bid",),
+                 "best_ask": ("ask",)}
+NUMERIC_FIELDS = ("t", "price", "size", "usdc", "best_bid", "best_ask", "mid",
+                  "open", "high", "low", "close", "volume")
+ARRAY_FIELDS = ("t", "kind", "price", "size", "side", "outcome", "usdc", "best_bid",
+                "best_ask", "mid", "open", "high", "low", "close", "volume")
+"""The compact per-event arrays a market carries (t int64, kind/side/outcome int8, rest f8)."""
+
+T_MIN_MS, T_MAX_MS = 946_684_800_000, 4_102_444_800_000
+REASONS = ("used", "missing_type", "unknown_type", "bad_time", "bad_price", "bad_size",
+           "bad_side", "bad_outcome", "usdc_mismatch", "bad_quote", "crossed_book", "bad_mid",
+           "bad_ohlcv", "bad_volume", "duplicate_id")
+"""Event drop reasons (index 0 = used); the first failing check names an event's reason."""
+_OPTIONAL = ("usdc", "mid", "volume")
+_NUMERIC_TYPES = {int, float, type(None)}
+_TYPE_FIELDS = {TRADE: ("t", "price", "size", "usdc"),
+                PRICE_CHANGE: ("t", "best_bid", "best_ask", "mid"),
+                OHLCV: ("t", "open", "high", "low", "close", "volume")}
+_ID_KEYS = {"id", "index", "logIndex", "log_index", "transactionHash", "tx_hash"}
+_SIDES = {"BUY": 1, "SELL": -1, "buy": 1, "sell": -1, None: 0}
+_OUTCOMES = {"Up": 0, "Down": 1, "up": 0, "down": 1, None: 0}
+
+
+# ---------------------------------------------------------------- column extraction
+_MISSING = float("nan")  # the default of an absent numeric field (one object, tested by identity)
+
+
+def _column(events: list, key: str, default: object = None) -> list:
+    """Values of `key` (`default` where absent), one per event dict, extracted at C speed."""
+    return list(map(dict.get, events, repeat(key), repeat(default)))
+
+
+def _numbers(vals: list) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 values, wrong-type mask) of one JSON field; None -> NaN (missing).
+
+    A clean column (ints, floats, None) converts in one numpy call; only a column holding other
+    JSON types takes the per-element fallback (numeric strings accepted, bools rejected)."""
+    types = set(map(type, vals))
+    if types <= _NUMERIC_TYPES:
+        try:
+            if type(None) in types:
+                return np.array(vals, dtype=np.float64), np.zeros(len(vals), bool)
+            return np.fromiter(vals, np.float64, count=len(vals)), np.zeros(len(vals), bool)
+        except OverflowError:  # an integer beyond float range
+            pass
+    out = np.full(len(vals), np.nan)
+    wrong = np.zeros(len(vals), bool)
+    for i, v in enumerate(vals):  # messy-column fallback only
+        if v is None:
+            continue
+        if type(v) is bool or not isinstance(v, int | float | str):
+            wrong[i] = True
+            continue
+        try:
+            out[i] = float(v)
+        except (ValueError, OverflowError):
+            wrong[i] = True
+    return out, wrong
+
+
+def _present(vals: list) -> np.ndarray:
+    """True where the field was given (neither absent nor null)."""
+    return (np.fromiter(map(operator.is_not, vals, repeat(_MISSING)), bool, count=len(vals))
+            & np.fromiter(map(operator.is_not, vals, repeat(None)), bool, count=len(vals)))
+
+
+def _codes(vals: list, table: dict, unknown: int) -> np.ndarray:
+    """Map JSON values to int codes through `table` (which maps None too): exact lookups at C
+    speed, then a case-insensitive retry for the misses only; still unknown -> `unknown`."""
+    try:
+        out = np.array(list(map(table.get, vals, repeat(unknown))), dtype=np.int64)
+    except TypeError:  # an unhashable value (list, object)
+        out = np.array([table.get(v, unknown) if isinstance(v, Hashable) else unknown
+                        for v in vals], dtype=np.int64)
+    for i in np.flatnonzero(out == unknown):  # misses only
+        v = vals[i]
+        if type(v) is str:
+            out[i] = table.get(v.lower(), unknown)
+    return out
+
+
+def _ids(events: list, keys: set) -> np.ndarray | None:
+    """Explicit event ids as str (None where absent): `id`, else tx hash + index; None when no
+    event has one (keys: the field names present in `events`)."""
+    ids = None
+    if "id" in keys:
+        ids = np.array([None if v is None else str(v) for v in _column(events, "id")], dtype=object)
+    ix = next((k for k in ("index", "logIndex", "log_index") if k in keys), None)
+    tx = next((k for k in ("transactionHash", "tx_hash") if k in keys), None)
+    if ix is None or tx is None:
+        return ids  # a transaction hash alone is no id (one transaction holds several fills)
+    pair = np.array([None if a is None or i is None else f"{a}:{i}"
+                     for a, i in zip(_column(events, tx), _column(events, ix), strict=True)],
+                    dtype=object)
+    return pair if ids is None else np.where(np.equal(ids, None), pair, ids)
+
+
+def _block(sub: list, fields: tuple) -> np.ndarray | None:
+    """(len(sub), len(fields)) float64 when every event has every field as a JSON number (the
+    common, clean case: one C pass per event instead of one per field), else None."""
+    try:
+        rows = list(map(operator.itemgetter(*fields), sub))
+        if set(map(type, chain.from_iterable(rows))) <= {int, float}:
+            flat = np.fromiter(chain.from_iterable(rows), np.float64, count=len(rows) * len(fields))
+            return flat.reshape(len(sub), len(fields))
+    except (KeyError, TypeError, OverflowError):
+        pass
+    return None
+
+
+def _pick(events: list, idx: np.ndarray) -> list:
+    """events[idx] as a list, at C speed."""
+    if len(idx) == 0:
+        return []
+    got = operator.itemgetter(*idx.tolist())(events)
+    return [got] if len(idx) == 1 else list(got)
+
+
+# ---------------------------------------------------------------- validation
+def validate_events(events: list, unit: np.ndarray, n_units: int) -> tuple[dict, np.ndarray,
+                                                                          list, np.ndarray]:
+    """Validate dict events of many units (markets) at once, vectorised over the whole batch.
+
+    unit[i] is the unit of events[i]. Returns (arrays of the used events sorted by (unit, t),
+    stable, with arrays["unit"]; counts (n_units x len(REASONS)) of every event by reason, where
+    reason 0 is "used"; unknown type names per unit; identical-looking events per unit). Each
+    event lands in exactly one reason, so counts.sum(1) is the events of each unit. Fields are
+    extracted per event type (a price_change is read for t, bid, ask and mid only)."""
+    n = len(events)
+    raw_type = _column(events, "type")
+    kind = _codes(raw_type, TYPE_ALIASES, -1)
+    num = {f: np.full(n, np.nan) for f in NUMERIC_FIELDS}
+    fin = {f: np.zeros(n, bool) for f in NUMERIC_FIELDS}
+    given = {f: np.zeros(n, bool) for f in _OPTIONAL}
+    side, out_c = np.full(n, -9, np.int64), np.zeros(n, np.int64)
+    id_keys: set = set()
+    for k, fields in _TYPE_FIELDS.items():
+        idx = np.flatnonzero(kind == k)
+        if len(idx) == 0:
+            continue
+        sub = _pick(events, idx)
+        block = _block(sub, fields)
+        for j, f in enumerate(fields):
+            if block is not None:  # every field given, every value a JSON number
+                num[f][idx], fin[f][idx] = block[:, j], np.isfinite(block[:, j])
+                if f in _OPTIONAL:
+                    given[f][idx] = True
+                continue
+            vals = _column(sub, f, _MISSING)
+            x, bad = _numbers(vals)
+            for alias in FIELD_ALIASES.get(f, ()):  # where the canonical name is absent only
+                gap = np.flatnonzero(np.isnan(x) & ~bad)
+                if len(gap) == 0:
+                    break
+                va = _column(_pick(sub, gap), alias, _MISSING)
+                xa, ba = _numbers(va)
+                x[gap], bad[gap] = np.where(np.isnan(xa), x[gap], xa), ba
+                vals = [*vals]
+                for j, v in zip(gap.tolist(), va, strict=True):
+                    if v is not _MISSING:
+                        vals[j] = v
+            num[f][idx], fin[f][idx] = x, ~bad & np.isfinite(x)
+            if f in _OPTIONAL:  # given = neither absent nor null (an explicit NaN is given)
+                maybe = np.flatnonzero(np.isnan(x) & ~bad)
+                pres = ~np.isnan(x) | bad
+                if len(maybe):
+                    pres[maybe] = _present(_pick(vals, maybe))
+                given[f][idx] = pres
+        if k == TRADE:
+            id_keys |= set().union(*sub) & _ID_KEYS
+        elif any(map(operator.contains, sub, repeat("id"))):
+            id_keys.add("id")
+        if k == TRADE:
+            side[idx] = _codes(_column(sub, "side"), _SIDES, -9)
+            out_c[idx] = _codes(_column(sub, "outcome"), _OUTCOMES, -1)
+
+    reason = np.zeros(n, np.int8)
+
+    def fail(mask: np.ndarray, name: str) -> None:  # the first failing check names the reason
+        reason[(reason == 0) & mask] = REASONS.index(name)
+
+    t, p, s, u = num["t"], num["price"], num["size"], num["usdc"]
+    b, a, o, h, lo, c = (num[k] for k in ("best_bid", "best_ask", "open", "high", "low", "close"))
+    is_tr, is_pc, is_oh = kind == TRADE, kind == PRICE_CHANGE, kind == OHLCV
+    with np.errstate(invalid="ignore", over="ignore"):
+        fail(kind == -2, "missing_type")
+        fail(kind == -1, "unknown_type")
+        fail(~fin["t"] | (t < T_MIN_MS) | (t >= T_MAX_MS), "bad_time")
+        fail(is_tr & ~(fin["price"] & (p > 0) & (p < 1)), "bad_price")
+        fail(is_tr & ~(fin["size"] & (s > 0) & (s < 1e12)), "bad_size")
+        fail(is_tr & ((side == 0) | (side == -9)), "bad_side")
+        fail(is_tr & (out_c == -1), "bad_outcome")
+        u_ok = fin["usdc"] & (np.abs(u - p * s) <= 0.01 * p * s + 0.01)
+        fail(is_tr & given["usdc"] & ~u_ok, "usdc_mismatch")
+        quote = fin["best_bid"] & fin["best_ask"] & (b >= 0) & (b <= 1) & (a >= 0) & (a <= 1)
+        fail(is_pc & ~quote, "bad_quote")
+        fail(is_pc & (b > a), "crossed_book")
+        mid = np.where(given["mid"], num["mid"], (b + a) / 2)
+        mid_ok = np.where(given["mid"], fin["mid"], True) & (mid >= b - 1e-9) & (mid <= a + 1e-9)
+        fail(is_pc & ~mid_ok, "bad_mid")
+        px = np.stack([o, h, lo, c])
+        under = ((px > 1) & (px < 1e12)).all(axis=0)
+        inside = ((px > 0) & (px < 1)).all(axis=0) | under
+        shape = (lo <= np.minimum(o, c)) & (h >= np.maximum(o, c))
+        fail(is_oh & ~(fin["open"] & fin["high"] & fin["low"] & fin["close"] & inside & shape),
+             "bad_ohlcv")
+        v = num["volume"]
+        fail(is_oh & given["volume"] & ~(fin["volume"] & (v >= 0) & (v < 1e15)), "bad_volume")
+    kind = np.where(is_oh & under, UNDERLYING, kind).astype(np.int8)
+    valid_kind = np.flatnonzero(kind >= 0)
+    ids = _ids(_pick(events, valid_kind), id_keys) if id_keys else None
+    if ids is not None:  # an explicit id repeated among valid events of one unit
+        full = np.full(n, None, dtype=object)
+        full[valid_kind] = ids
+        ids = full
+        has = (reason == 0) & ~np.equal(ids, None)
+        dup = pd.DataFrame({"u": unit[has], "id": ids[has]}).duplicated().to_numpy()
+        reason[np.flatnonzero(has)[dup]] = REASONS.index("duplicate_id")
+    counts = np.bincount(unit.astype(np.int64) * len(REASONS) + reason,
+                         minlength=n_units * len(REASONS)).reshape(n_units, len(REASONS))
+    unknown = [Counter() for _ in range(n_units)]
+    for i in np.flatnonzero(kind == -1):  # unknown types are rare: name them per unit
+        unknown[unit[i]][str(raw_type[i])[:40]] += 1
+
+    ok = np.flatnonzero(reason == 0)
+    ok = ok[np.lexsort((t[ok], unit[ok]))]
+    k = kind[ok]
+    trade, quote_k, bar_k = k == TRADE, k == PRICE_CHANGE, k >= OHLCV
+    nan = np.nan
+    arrays = {
+        "unit": unit[ok].astype(np.int32), "t": np.floor(t[ok]).astype(np.int64), "kind": k,
+        "price": np.where(trade, p[ok], nan), "size": np.where(trade, s[ok], nan),
+        "side": np.where(trade, side[ok], 0).astype(np.int8),
+        "outcome": np.where(trade, out_c[ok], 0).astype(np.int8),
+        "usdc": np.where(trade & fin["usdc"][ok], u[ok], nan),
+        "best_bid": np.where(quote_k, b[ok], nan), "best_ask": np.where(quote_k, a[ok], nan),
+        "mid": np.where(quote_k, mid[ok], nan),
+        "open": np.where(bar_k, o[ok], nan), "high": np.where(bar_k, h[ok], nan),
+        "low": np.where(bar_k, lo[ok], nan), "close": np.where(bar_k, c[ok], nan),
+        "volume": np.where(bar_k, np.where(given["volume"][ok], v[ok], 0.0), nan),
+    }
+    # identical-looking: equal in every normalised field but the id, within a unit; counted only
+    ident = np.bincount(arrays["unit"][_duplicated_rows(arrays)], minlength=n_units)
+    return arrays, counts, unknown, ident
+
+
+def _duplicated_rows(arrays: dict) -> np.ndarray:
+    """Rows equal in every array to an earlier row (NaN == NaN): a 64-bit row hash finds the
+    candidates, pandas confirms them exactly."""
+    n = len(arrays["t"])
+    h = np.zeros(n, np.uint64)
+    with np.errstate(over="ignore"):
+        for x in arrays.values():
+            v = np.nan_to_num(x.astype(np.float64), nan=-7.0).view(np.uint64)
+            h = (h ^ v) * np.uint64(0x100000001B3) + np.uint64(0x9E3779B97F4A7C15)
+    out = np.zeros(n, bool)
+    cand = np.flatnonzero(pd.Series(h).duplicated(keep=False).to_numpy())
+    if len(cand):
+        out[cand] = pd.DataFrame({k: v[cand] for k, v in arrays.items()}).duplicated().to_numpy()
+    return out
+
+
+# ---------------------------------------------------------------- data-api dumps
+def convert_data_api_trades(records: list) -> list[dict]:
+    """Polymarket data-api /trades records -> seed-format file dicts, one per (address, slug).
+
+    Each dict is {"slug", "address", "prices": [trade events]} (no resolution: the data-api
+    does not carry it). `timestamp` is seconds (>= 1e11 taken as ms); fields are copied as they
+    are, so validation happens when the dicts are parsed. Records that are not objects or have no
+    str slug are left out (the loader counts them); the order of first appearance is kept."""
+    files: dict[tuple, dict] = {}
+    for r in records:  # one pass over records: a dump is at most thousands of rows
+        if type(r) is not dict or type(r.get("slug")) is not str:
+            continue
+        ts = r.get("timestamp")
+        t = ts * (1 if abs(ts) >= 1e11 else 1000) if type(ts) in (int, float) else ts
+        ev = {"type": "trade", "t": t, "price": r.get("price"), "side": r.get("side"),
+              "size": r.get("size"), "outcome": r.get("outcome"),
+              "transactionHash": r.get("transactionHash"), "asset": r.get("asset")}
+        if r.get("usdcSize") is not None:
+            ev["usdc"] = r["usdcSize"]
+        addr = r.get("proxyWallet") if type(r.get("proxyWallet")) is str else None
+        key = (addr, r["slug"])
+        files.setdefault(key, {"slug": r["slug"], "address": addr, "prices": []})
+        files[key]["prices"].append(ev)
+    return list(files.values())
+
+
+# ---------------------------------------------------------------- files
+def _read(path: str) -> tuple[object, str | None]:
+    """(JSON document, None) or (None, quarantine reason)."""
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        return None, f"unreadable: {e.strerror or e}"
+    try:
+        return orjson.loads(raw), None
+    except orjson.JSONDecodeError:
+        try:  # stdlib json accepts NaN/Infinity and big integers that orjson refuses
+            return json.loads(raw.decode("utf-8")), None
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            return None, f"invalid_json: {str(e)[:120]}"
+
+
+def _units(doc: object, address: str, rep: dict) -> list[tuple]:
+    """Top-level checks of one document -> units (address, slug, start_s, resolution, events)."""
+    if isinstance(doc, list):  # a data-api /trades dump
+        good = [r for r in doc if type(r) is dict and type(r.get("slug")) is str]
+        rep["read"] += len(doc) - len(good)
+        if len(doc) > len(good):
+            rep["dropped"]["not_a_trade_record"] += len(doc) - len(good)
+        files = convert_data_api_trades(good)
+        return [u for f in files for u in _units(f, f["address"] or address, rep)]
+    if not isinstance(doc, dict):
+        rep["status"], rep["reason"] = "quarantined", "not_a_json_object"
+        return []
+    prices, slug = doc.get("prices"), doc.get("slug")
+    n = len(prices) if isinstance(prices, list) else 0
+    rep["read"] += n
+    if type(slug) is not str or not isinstance(prices, list):
+        why = "missing_slug" if type(slug) is not str else "prices_not_a_list"
+        rep["dropped"][why] += n
+        rep["status"], rep["reason"] = "quarantined", why
+        return []
+    m = SLUG_RE.match(slug)
+    if m is None:
+        rep["dropped"]["not_btc_15m"] += n
+        rep["skipped_markets"][slug] = rep["skipped_markets"].get(slug, 0) + n
+        return []
+    events = prices if set(map(type, prices)) <= {dict} else [e for e in prices if type(e) is dict]
+    if len(events) < n:
+        rep["dropped"]["not_object"] += n - len(events)
+    res = doc.get("resolution")
+    res_ok = res.capitalize() if type(res) is str and res.lower() in ("up", "down") else None
+    if res is not None and res_ok is None:
+        rep["notes"].append(f"{slug}: resolution {str(res)[:40]!r} ignored")
+    if type(doc.get("address")) is str and doc["address"].lower() != address.lower():
+        rep["notes"].append(f"{slug}: file address {doc['address'][:60]} differs, folder used")
+    return [(address, slug, int(m.group(1)), res_ok, events)]
+
+
+def parse_files(jobs: list[tuple[str, str]]) -> dict:
+    """Read and validate a batch of files [(path, address)]; never raises.
+
+    Returns {"arrays": event arrays of all used events (ARRAY_FIELDS + "unit"), sorted by
+    (unit, t); "markets": [{"address", "slug", "start_s", "resolution", "path", "lo", "hi"}]
+    (unit i owns arrays rows lo:hi); "reports": one per file, with read == used +
+    sum(dropped.values()) and status "used" | "skipped" | "quarantined"}."""
+    reps, units, owner = [], [], []
+    for path, address in jobs:
+        rep = {"path": path, "address": address, "status": "used", "reason": None, "slugs": [],
+               "read": 0, "used": 0, "dropped": Counter(), "duplicate_id": 0,
+               "identical_looking": 0, "unknown_types": Counter(), "skipped_markets": {},
+               "notes": []}
+        reps.append(rep)
+        doc, why = _read(path)
+        if why is not None:
+            rep["status"], rep["reason"] = "quarantined", why
+            continue
+        try:
+            new = _units(doc, address, rep)
+        except RecursionError:
+            new, rep["status"], rep["reason"] = [], "quarantined", "too_deeply_nested"
+        units += new
+        owner += [len(reps) - 1] * len(new)
+    try:
+        return _validate_units(units, owner, reps, jobs)
+    except Exception as e:  # noqa: BLE001 - never raise out of the loader: fall back per file
+        if len(jobs) > 1:
+            parts = [parse_files([j]) for j in jobs]
+            return merge_parsed(parts)
+        rep = reps[0]
+        rep.update(status="quarantined", reason=f"parse_error: {type(e).__name__}: {e}"[:200],
+                   used=0, dropped=Counter({"quarantined_file": rep["read"]}))
+        return {"arrays": validate_events([], np.zeros(0, np.int32), 0)[0], "markets": [], "reports": [_finish(rep)]}
+
+
+def _validate_units(units: list, owner: list, reps: list, jobs: list) -> dict:
+    lens = [len(u[4]) for u in units]
+    events = [e for u in units for e in u[4]] if len(units) > 1 else (units[0][4] if units else [])
+    unit = np.repeat(np.arange(len(units), dtype=np.int32), lens)
+    arrays, counts, unknown, ident = validate_events(events, unit, len(units))
+    bounds = np.searchsorted(arrays["unit"], np.arange(len(units) + 1))
+    markets = []
+    for i, (address, slug, start_s, res, _) in enumerate(units):
+        rep = reps[owner[i]]
+        rep["used"] += int(counts[i, 0])
+        for r in np.flatnonzero(counts[i, 1:]) + 1:
+            rep["dropped"][REASONS[r]] += int(counts[i, r])
+        rep["duplicate_id"] += int(counts[i, REASONS.index("duplicate_id")])
+        rep["identical_looking"] += int(ident[i])
+        rep["unknown_types"].update(unknown[i])
+        rep["slugs"].append(slug)
+        markets.append({"address": address, "slug": slug, "start_s": start_s, "resolution": res,
+                        "path": jobs[owner[i]][0], "lo": int(bounds[i]), "hi": int(bounds[i + 1])})
+    for rep in reps:
+        if rep["status"] == "used" and not rep["slugs"]:
+            rep["status"] = "skipped"
+            rep["reason"] = "not_btc_15m" if rep["skipped_markets"] else "no_market"
+    return {"arrays": arrays, "markets": markets, "reports": [_finish(r) for r in reps]}
+
+
+def merge_parsed(parts: list[dict]) -> dict:
+    """Concatenate parse_files results (units renumbered, rows offset)."""
+    arrays = {k: np.concatenate([p["arrays"][k] for p in parts]) for k in parts[0]["arrays"]}
+    markets, off, u = [], 0, 0
+    units = []
+    for p in parts:
+        units.append(p["arrays"]["unit"] + u)
+        for m in p["markets"]:
+            markets.append({**m, "lo": m["lo"] + off, "hi": m["hi"] + off})
+        off += len(p["arrays"]["t"])
+        u += len(p["markets"])
+    arrays["unit"] = np.concatenate(units).astype(np.int32)
+    return {"arrays": arrays, "markets": markets,
+            "reports": [r for p in parts for r in p["reports"]]}
+
+
+def _finish(rep: dict) -> dict:
+    """Plain-dict counts (JSON-ready) and the reconciliation flag."""
+    rep["dropped"] = dict(sorted(rep["dropped"].items()))
+    rep["unknown_types"] = dict(rep["unknown_types"])
+    rep["reconciles"] = rep["read"] == rep["used"] + sum(rep["dropped"].values())
+    return rep
+
+
+def summarize_reports(files: list[dict], config: dict) -> dict:
+    """Totals over the per-file reports; read == used + dropped holds per file and in total."""
+    dropped, unknown = Counter(), Counter()
+    for f in files:
+        f["dropped"] = dict(sorted(f["dropped"].items()))
+        f["reconciles"] = f["read"] == f["used"] + sum(f["dropped"].values())
+        dropped.update(f["dropped"])
+        unknown.update(f["unknown_types"])
+    tot = {k: sum(f[k] for f in files) for k in ("read", "used", "duplicate_id",
+                                                 "identical_looking")}
+    tot.update(dropped=dict(sorted(dropped.items())), dropped_total=sum(dropped.values()),
+               unknown_types=dict(unknown), files_found=len(files),
+               files_used=sum(f["status"] == "used" for f in files),
+               files_quarantined=sum(f["status"] == "quarantined" for f in files),
+               files_skipped=sum(f["status"] == "skipped" for f in files))
+    skipped_markets = Counter()
+    for f in files:
+        skipped_markets.update(f["skipped_markets"])
+    return {
+        "config": config, "totals": tot,
+        "reconciles": tot["read"] == tot["used"] + tot["dropped_total"]
+        and all(f["reconciles"] for f in files),
+        "quarantined": [{"path": f["path"], "reason": f["reason"]} for f in files
+                        if f["status"] == "quarantined"],
+        "skipped": [{"path": f["path"], "reason": f["reason"]} for f in files
+                    if f["status"] == "skipped"],
+        "skipped_markets": dict(sorted(skipped_markets.items())),
+        "files": files,
+    }

@@ -1,0 +1,210 @@
+"""Live: what would this trader do in the next bar, aiming at a target return?
+
+Promise: `python predict.py --model models/best_model.pt --trader downloads/merged_trades/ADDRESS
+--target_rtg 0.02` ingests that one trader's folder, builds the states of its last K bars (K =
+the model's window) plus the next bar's, and prints the twin's action for the next bar (the bar
+after the last observed one) with the five probabilities. `run(cfg) -> dict` returns the same.
+
+No-leakage rule (and no refit): every statistic comes from the checkpoint's `pipeline_meta`,
+fitted on the training data's train split: the FFD order d and price source, the state scales
+and capital, the action thresholds. Nothing is fitted on the new data. The next bar's state uses
+only events before its start (the one-bar shift of state_features), so it is known now.
+
+Run alone: the command above (`--device cpu|cuda|auto`, `--json` for machine-readable output).
+
+Decisions where the issue is silent:
+- The stages expose no transform-with-fitted-params entry point (their run() functions fit on a
+  train mask), so this module calls their public pieces with the stored parameters:
+  data_ingestion.run (no fitting), feature_engineering's indicators with the stored d and price
+  source (indicator windows = FeatureConfig defaults, as pipeline.py uses), state_features'
+  agent_raw / shift_within_address / apply_scales / temporal_features with the stored scales and
+  capital (clip = StateConfig default), action_discretization.discretize with the stored
+  thresholds. tests/test_predict.py checks these states equal the pipeline's parquet.
+- RTG convention: the target is the return-to-go from the next bar on, so earlier positions get
+  target + the returns observed from them up to now (RTG_k = target + sum_{k<=j<next} r_j): the
+  same "target minus observed returns" conditioning as evaluate.py, anchored at the next bar.
+- Previous actions are the trader's observed ones; the first bar of the history sees START.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+
+import feature_engineering as fe
+import state_features as sf
+from action_discretization import ACTIONS, START_ACTION, discretize
+from evaluate import _device, field_docs, honest_rtg
+from sequence_preparation import RTG_SCALE, returns
+
+log = logging.getLogger("predict")
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    model: str = "models/best_model.pt"
+    """Checkpoint written by train_model.py (its pipeline_meta carries the fitted statistics)."""
+    trader: str = ""
+    """One trader's folder of price files, e.g. downloads/merged_trades/0xabc..."""
+    target_rtg: float = 0.02
+    """Target return-to-go from the next bar on, as a fraction of capital (0.02 = +2 %)."""
+    device: str = "cpu"
+    """cpu, cuda or auto."""
+    workers: int = 1
+    """Ingestion worker processes (0 = all cores)."""
+    json: bool = False
+    """Print one JSON object instead of the table."""
+
+
+class PredictError(ValueError):
+    """A user-fixable problem; main() prints it as one line and exits 2."""
+
+
+def add_next_bar(bars: pd.DataFrame, bar_interval: str) -> pd.DataFrame:
+    """The bar table plus one row for the bar after the last one (its own data unknown: NaN).
+
+    Only its bar_start and address matter: its state comes from the last real bar (the shift)."""
+    last = bars.iloc[[-1]].copy()
+    for c in last.columns:
+        if c not in ("address", "bar_start"):
+            last[c] = np.nan if pd.api.types.is_float_dtype(last[c]) else last[c]
+    last["bar_start"] = last["bar_start"] + pd.Timedelta(bar_interval)
+    for c in ("n_trades", "net_shares", "pnl"):
+        if c in last:
+            last[c] = 0
+    return pd.concat([bars, last], ignore_index=True)
+
+
+def raw_features(bars: pd.DataFrame, fitted: dict) -> pd.DataFrame:
+    """feature_engineering's six raw columns for ONE address with the stored d and price source."""
+    cfg = fe.FeatureConfig()
+    source, d = fitted["price_source"], float(fitted["d"])
+    thresh = float(fitted.get("ffd_thresh", cfg.ffd_thresh))
+    px = fe.filled_ohlcv(bars, source)
+    o, h, lo, c, v = (px[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
+    ffd_in = np.log(c) if source == "underlying" else c
+    return pd.DataFrame({
+        "ffd_price": fe.frac_diff_ffd(ffd_in, d, thresh),
+        "yz_vol": fe.yang_zhang(o, h, lo, c, cfg.yz_n),
+        "volume_z": fe.volume_zscore(v, cfg.volume_z_n),
+        "rsi": fe.rsi(c, cfg.rsi_n),
+        "macd_hist": fe.macd_histogram(c, cfg.macd_fast, cfg.macd_slow, cfg.macd_signal),
+        "bb_width": fe.bollinger_width(c, cfg.bb_n, cfg.bb_k),
+    }, index=bars.index)
+
+
+def build_states(bars: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """Normalised states (columns meta["state_features"]) from the stored scales and capital;
+    the same construction as state_features.run, without fitting anything."""
+    clip = float(meta.get("clip", sf.StateConfig.clip))
+    raw = pd.concat([raw_features(bars, meta["features"])[sf.MARKET_FEATURES],
+                     sf.agent_raw(bars, float(meta["capital"]))], axis=1)
+    normed = sf.apply_scales(sf.shift_within_address(raw, bars["address"]), meta["scales"], clip)
+    parts = [normed[sf.MARKET_FEATURES], sf.temporal_features(bars["bar_start"]),
+             normed[sf.AGENT_FEATURES], sf.market_clock(bars["bar_start"])]
+    states = pd.concat(parts, axis=1)[list(meta["state_features"])]
+    return states.astype(np.float32).clip(-clip, clip)
+
+
+def load_bars(trader: str, bar_interval: str, workers: int) -> pd.DataFrame:
+    """The trader's bar table (data_ingestion; its report goes to a temp dir, nothing is kept)."""
+    import data_ingestion
+
+    if not trader or not Path(trader).is_dir():
+        raise PredictError(f"--trader {trader!r} is not a folder: pass downloads/merged_trades/ADDRESS")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            bars = data_ingestion.run(data_ingestion.IngestionConfig(
+                data_dir=trader, out_dir=tmp, bar_interval=bar_interval, workers=workers))
+        except data_ingestion.IngestionError as e:
+            raise PredictError(f"{trader}: {e}") from None
+    if bars.empty:
+        raise PredictError(f"{trader}: no usable bars")
+    if bars["address"].nunique() != 1:
+        raise PredictError(f"{trader} holds {bars['address'].nunique()} addresses: point --trader at one")
+    return bars.sort_values("bar_start", kind="stable").reset_index(drop=True)
+
+
+def run(cfg: PredictConfig) -> dict:
+    """The twin's next-bar action: {"address", "last_bar", "next_bar", "target_rtg", "action",
+    "probabilities": {name: p}, "history_bars"}."""
+
+    if not cfg.trader or not Path(cfg.trader).is_dir():  # user errors first, before torch loads
+        raise PredictError(f"--trader {cfg.trader!r} is not a folder: pass downloads/merged_trades/ADDRESS")
+    if not Path(cfg.model).exists():
+        raise PredictError(f"model file {cfg.model} not found: run `python train_model.py` first")
+    device = _device(cfg.device)
+    import torch
+
+    from training import TraderInference
+
+    inf = TraderInference.from_checkpoint(cfg.model, device)
+    meta = inf.pipeline_meta or {}
+    need = ["state_features", "bar_interval", "window", "capital", "scales", "features", "actions"]
+    missing = [k for k in need if k not in meta]
+    if missing:
+        raise PredictError(f"{cfg.model}: pipeline_meta lacks {missing}; retrain with train_model.py")
+    bars = add_next_bar(load_bars(cfg.trader, meta["bar_interval"], cfg.workers), meta["bar_interval"])
+    states = build_states(bars, meta)
+    acts = discretize(bars["net_shares"].to_numpy(float), meta["actions"]["thresholds"])
+    prev = np.r_[START_ACTION, acts[:-1]].astype(np.int64)  # a_{t-1}; the next bar's = last action
+    r = returns(bars["pnl"].to_numpy(float), float(meta["capital"]))
+    r[-1] = 0.0  # the next bar's return is unknown (and never used: RTG_t sees r_k, k < t only)
+    K = min(int(meta["window"]), inf.model.config.context, len(bars))
+    rk = r[-K:]
+    rtg = honest_rtg(rk[None], cfg.target_rtg + float(rk[:-1].sum()))  # RTG at the next bar = target
+    with torch.inference_mode():
+        logits, _ = inf.model(
+            torch.tensor(rtg * RTG_SCALE, dtype=torch.float32, device=device),
+            torch.tensor(states.to_numpy()[-K:][None], device=device),
+            torch.tensor(prev[-K:][None], device=device))
+    p = torch.softmax(logits[0, -1].float(), -1).cpu().numpy()
+    return {
+        "address": str(bars["address"].iloc[-1]), "last_bar": str(bars["bar_start"].iloc[-2]),
+        "next_bar": str(bars["bar_start"].iloc[-1]), "target_rtg": cfg.target_rtg,
+        "action": ACTIONS[int(p.argmax())], "history_bars": int(K - 1),
+        "probabilities": {a: float(v) for a, v in zip(ACTIONS, p, strict=True)},
+    }
+
+
+def main() -> None:
+    """CLI: flags 1:1 with PredictConfig; prints the next bar's action and probabilities."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    docs = field_docs(PredictConfig)
+    for name, f in PredictConfig.__dataclass_fields__.items():
+        kw = {"default": f.default, "help": docs[name].replace("%", "%%") + " (default: %(default)s)"}
+        if f.type in ("bool", bool):
+            p.add_argument(f"--{name}", action="store_true", **kw)
+        else:
+            p.add_argument(f"--{name}", type=type(f.default), required=name == "trader", **kw)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+    try:
+        out = run(PredictConfig(**vars(args)))
+    except (PredictError, FileNotFoundError) as e:
+        print(f"predict: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValueError as e:  # evaluate's EvaluationError (bad --device) is a ValueError too
+        if type(e).__name__ != "EvaluationError":
+            raise
+        print(f"predict: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.json:
+        print(orjson.dumps(out).decode())
+        return
+    print(f"trader {out['address']}, last bar {out['last_bar']}, target RTG {out['target_rtg']:+.2%}")
+    print(f"next bar {out['next_bar']}: {out['action']}")
+    for name, v in out["probabilities"].items():
+        print(f"  {name:<12} {v:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""TraderDecisionTransformer: shapes, the seed defaults, input checks, and the causal no-leak rule."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from action_discretization import N_ACTIONS, START_ACTION
+from model_architecture import ModelConfig, TraderDecisionTransformer
+
+
+def tiny(**kw) -> TraderDecisionTransformer:
+    torch.manual_seed(0)
+    cfg = dict(state_dim=17, action_dim=5, d_model=32, n_layers=2, n_heads=4, context=24, dropout=0.1)
+    return TraderDecisionTransformer(**(cfg | kw)).eval()
+
+
+def inputs(B=3, T=24, S=17, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    rtg = torch.randn(B, T, generator=g) * 5
+    states = torch.randn(B, T, S, generator=g)
+    prev = torch.randint(0, N_ACTIONS, (B, T), generator=g)
+    prev[:, 0] = START_ACTION
+    return rtg, states, prev
+
+
+def test_default_constructor_is_the_seed_architecture():
+    model = TraderDecisionTransformer(state_dim=17, action_dim=5)
+    assert asdict(model.config) == asdict(ModelConfig())
+    assert model.config == ModelConfig(17, 5, 128, 6, 8, 128, 0.1)
+    assert len(model.blocks) == 6
+    assert model.embed_action.num_embeddings == N_ACTIONS + 1  # the START row
+    assert model.pos.num_embeddings == 128
+    logits, rtg = model.eval()(*inputs(B=1, T=128))
+    assert logits.shape == (1, 128, 5) and rtg.shape == (1, 128)
+    assert torch.isfinite(logits).all() and torch.isfinite(rtg).all()
+
+
+def test_from_config_round_trip_loads_state_dict():
+    a = tiny()
+    b = TraderDecisionTransformer.from_config(asdict(a.config))
+    b.load_state_dict(a.state_dict())
+    x = inputs()
+    torch.testing.assert_close(a(*x)[0], b.eval()(*x)[0], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown fields"):
+        TraderDecisionTransformer.from_config(asdict(a.config) | {"bogus": 1})
+
+
+@pytest.mark.parametrize("t", [0, 5, 17, 22])
+def test_outputs_at_t_ignore_every_input_after_t(t):
+    model = tiny()
+    rtg, states, prev = inputs()
+    ref_logits, ref_rtg = model(rtg, states, prev)
+    g = torch.Generator().manual_seed(t)
+    rtg2, states2, prev2 = rtg.clone(), states.clone(), prev.clone()
+    rtg2[:, t + 1:] += 100 * torch.randn(rtg2[:, t + 1:].shape, generator=g)
+    states2[:, t + 1:] = torch.randn(states2[:, t + 1:].shape, generator=g) * 10
+    prev2[:, t + 1:] = (prev2[:, t + 1:] + 1 + t % 4) % N_ACTIONS
+    logits, rtg_pred = model(rtg2, states2, prev2)
+    torch.testing.assert_close(logits[:, : t + 1], ref_logits[:, : t + 1], rtol=0, atol=1e-6)
+    torch.testing.assert_close(rtg_pred[:, : t + 1], ref_rtg[:, : t + 1], rtol=0, atol=1e-6)
+    # positive control: the perturbation does reach position t + 1
+    assert (logits[:, t + 1] - ref_logits[:, t + 1]).abs().max() > 1e-4
+
+
+def test_changing_the_predicted_action_a_t_leaves_logits_at_t_unchanged():
+    model = tiny()
+    rtg, states, prev = inputs()
+    ref, _ = model(rtg, states, prev)
+    for t in (0, 10, 22):
+        # a_t enters the model only as prev_actions[t + 1]
+        alt = prev.clone()
+        alt[:, t + 1] = (alt[:, t + 1] + 2) % N_ACTIONS
+        out, _ = model(rtg, states, alt)
+        torch.testing.assert_close(out[:, : t + 1], ref[:, : t + 1], rtol=0, atol=1e-6)
+        assert (out[:, t + 1] - ref[:, t + 1]).abs().max() > 1e-5
+
+
+def test_every_input_at_t_reaches_the_output_at_t():
+    model = tiny()
+    rtg, states, prev = inputs()
+    ref, _ = model(rtg, states, prev)
+    for name, idx in (("rtg", 0), ("states", 1), ("prev", 2)):
+        x = [rtg.clone(), states.clone(), prev.clone()]
+        if name == "prev":
+            x[2][:, 7] = (x[2][:, 7] + 1) % N_ACTIONS
+        else:
+            x[idx][:, 7] += 3.0
+        out, _ = model(*x)
+        assert (out[:, 7] - ref[:, 7]).abs().max() > 1e-5, name
+
+
+def test_training_mode_backward_reaches_every_parameter():
+    model = tiny().train()
+    logits, rtg = model(*inputs())
+    (logits.square().mean() + rtg.square().mean()).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_shorter_sequences_and_batch_one():
+    model = tiny()
+    logits, rtg = model(*inputs(B=1, T=5))
+    assert logits.shape == (1, 5, 5) and rtg.shape == (1, 5)
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda r, s, p: (r, s[..., :16], p), "states must be"),
+        (lambda r, s, p: (r, s[0], p), "states must be"),
+        (lambda r, s, p: (r[:, :-1], s, p), "rtg must be"),
+        (lambda r, s, p: (r, s, p.float()), "integer"),
+        (lambda r, s, p: (r, s, p[:, :3]), "prev_actions must be"),
+        (lambda r, s, p: (r.long(), s, p), "floating"),
+    ],
+)
+def test_bad_inputs_raise_value_error(mutate, match):
+    with pytest.raises(ValueError, match=match):
+        tiny()(*mutate(*inputs()))
+
+
+def test_sequence_longer_than_context_is_refused():
+    with pytest.raises(ValueError, match="context=24"):
+        tiny()(*inputs(T=25))
+
+
+def test_d_model_must_divide_heads():
+    with pytest.raises(ValueError, match="divisible"):
+        TraderDecisionTransformer(d_model=30, n_heads=4)
+
+
+def test_rtg_norm_rescales_inside_the_model_only():
+    a, b = tiny(), tiny()
+    b.set_rtg_norm(50.0)
+    rtg, states, prev = inputs()
+    la, ra = a(rtg, states, prev)
+    lb, rb = b(rtg * 50.0, states, prev)  # same network input after the normaliser
+    torch.testing.assert_close(lb, la, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rb, ra * 50.0, rtol=1e-5, atol=1e-4)  # output back in model units
+    assert "rtg_norm" in b.state_dict()
+    with pytest.raises(ValueError, match="rtg_norm"):
+        b.set_rtg_norm(0.0)
+
+
+def test_kv_cached_steps_equal_the_full_forward():
+    model = tiny()
+    rtg, states, prev = inputs()
+    ref_logits, ref_rtg = model(rtg, states, prev)
+    cache = None
+    for t in range(rtg.shape[1]):
+        logits, rtg_pred, cache = model.step(rtg[:, t], states[:, t], prev[:, t], cache)
+        torch.testing.assert_close(logits, ref_logits[:, t], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(rtg_pred, ref_rtg[:, t], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="cache is full"):
+        model.step(rtg[:, 0], states[:, 0], prev[:, 0], cache)

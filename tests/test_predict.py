@@ -1,0 +1,99 @@
+"""Tests of predict.py: states rebuilt from the checkpoint's fitted statistics equal the
+pipeline's, the next bar's state uses only the past, and the CLI prints an action."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+import predict
+from action_discretization import ACTIONS
+from training import TraderInference
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def built(demo_tree, tmp_path_factory) -> dict:
+    """pipeline (window 16) on the demo -> a 1-epoch tiny model; the trader's folder."""
+    import pipeline
+    import train_model
+
+    root = tmp_path_factory.mktemp("predict")
+    processed = root / "processed.parquet"
+    pipeline.run(pipeline.PipelineConfig(data_dir=str(demo_tree["data_dir"]), output=str(processed),
+                                         window=16, stride=4, workers=1))
+    train_model.run(train_model.TrainConfig(
+        data_dir=str(root / "no_inputs"), processed=str(processed), output_dir=str(root / "models"),
+        epochs=1, batch_size=16, device="cpu", d_model=32, n_layers=2, n_heads=4))
+    model = root / "models" / "best_model.pt"
+    if not model.exists():  # no val improvement recorded: last.pt is the same network
+        model = root / "models" / "last.pt"
+    trader = next(p for p in Path(demo_tree["data_dir"]).iterdir() if p.is_dir())
+    return {"processed": processed, "model": model, "trader": trader, "root": root,
+            "meta": TraderInference.from_checkpoint(model).pipeline_meta}
+
+
+def test_states_from_fitted_statistics_equal_the_pipelines(built):
+    bars = predict.load_bars(str(built["trader"]), built["meta"]["bar_interval"], 1)
+    states = predict.build_states(predict.add_next_bar(bars, "15min"), built["meta"])
+    df = pd.read_parquet(built["processed"])
+    cols = built["meta"]["state_features"]
+    assert len(states) == len(df) + 1  # + the next bar
+    np.testing.assert_allclose(states[cols].to_numpy()[:-1], df[cols].to_numpy(), atol=1e-6)
+
+
+def test_next_bar_state_uses_only_events_before_it(built):
+    """Cut the trader's files at a market start T: the next bar is T and its state equals the
+    full data's state of bar T (which the pipeline built from events < T)."""
+    df = pd.read_parquet(built["processed"])
+    files = sorted(built["trader"].glob("btc-*_prices.json"))
+    starts = [int(f.name.split("-")[-1].split("_")[0]) for f in files]
+    cut_s = starts[len(starts) * 2 // 3]
+    short = built["root"] / "cut" / built["trader"].name
+    short.mkdir(parents=True)
+    for f, s in zip(files, starts, strict=True):
+        if s < cut_s:
+            shutil.copy(f, short / f.name)
+    bars = predict.add_next_bar(predict.load_bars(str(short), "15min", 1), "15min")
+    T = pd.Timestamp(cut_s, unit="s", tz="UTC")
+    assert bars["bar_start"].iloc[-1] == T
+    states = predict.build_states(bars, built["meta"])
+    cols = built["meta"]["state_features"]
+    full = df.loc[df["bar_start"] == T, cols].to_numpy()[0]
+    np.testing.assert_allclose(states[cols].to_numpy()[-1], full, atol=1e-6)
+
+
+def test_run_returns_a_distribution_for_the_next_bar(built):
+    out = predict.run(predict.PredictConfig(model=str(built["model"]), trader=str(built["trader"]),
+                                            target_rtg=0.02))
+    p = np.array(list(out["probabilities"].values()))
+    assert list(out["probabilities"]) == list(ACTIONS)
+    assert p.sum() == pytest.approx(1.0, abs=1e-5) and (p >= 0).all()
+    assert out["action"] == ACTIONS[int(p.argmax())]
+    assert pd.Timestamp(out["next_bar"]) - pd.Timestamp(out["last_bar"]) == pd.Timedelta("15min")
+    assert out["history_bars"] == 15  # window 16 = 15 observed bars + the next one
+
+
+def test_cli_prints_the_action_and_json(built):
+    cmd = [sys.executable, str(REPO / "predict.py"), "--model", str(built["model"]),
+           "--trader", str(built["trader"]), "--target_rtg", "0.02", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = orjson.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["action"] in ACTIONS and out["target_rtg"] == 0.02
+
+
+def test_cli_missing_trader_folder_is_one_line_exit_2(built, tmp_path):
+    cmd = [sys.executable, str(REPO / "predict.py"), "--model", str(built["model"]),
+           "--trader", str(tmp_path / "0xnobody")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2 and "0xnobody" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr

@@ -1,0 +1,361 @@
+"""Train the trader's Decision Transformer on the processed parquet -> models/.
+
+Promise: `python train_model.py` (re)builds `data/processed_trader_data.parquet` with the
+pipeline when it is missing or stale, trains TraderDecisionTransformer on the train split,
+validates on val every epoch, and writes `models/last.pt` (every epoch), `models/best_model.pt`
+(best val macro-F1), `models/metrics.jsonl` (one JSON line per epoch) and
+`models/learning_curve.png`. Checkpoints hold model_state_dict, model_config, optimizer,
+scheduler, trainer and RNG state, epoch, metrics, pipeline_meta and train_config, open with
+plain `torch.load(path)` and are written atomically. `--resume` continues from last.pt exactly
+(same weights as an uninterrupted run on CPU). Under `torchrun --nproc_per_node N` it trains
+with DDP (NCCL on CUDA, gloo on CPU) and a DistributedSampler; only rank 0 writes.
+
+No-leakage rule: class weights come from train-split action counts; the model is fitted on
+train windows only; val only selects the checkpoint and stops training (the test split is
+evaluate.py's).
+
+Run alone: `python train_model.py [--epochs 50] [--batch_size 32] [--device auto] ...`;
+multi-GPU: `torchrun --nproc_per_node 4 train_model.py --device cuda`.
+
+Decisions where the issue is silent:
+- Shuffling: a DistributedSampler (also with one process) whose permutation is seeded with
+  seed + epoch, so a resumed run sees the same batches; the train dataset is built once to size
+  the sampler, then make_dataloader(sampler=...) builds the loader (the parquet is read twice).
+- The pipeline is run only when the parquet is missing, or when `--data_dir` holds price files
+  and pipeline.is_stale says so; a parquet without inputs next to it is used as it is.
+- rtg_norm = the train std of RTG_{t+1} (model units), stored in the model's state dict.
+- model context = the data's window; state_dim from pipeline_meta.json. `--resume` rebuilds the
+  model from the checkpoint's model_config and keeps its LR schedule (total steps).
+- warmup_steps None = 5 % of the total steps, at most 100. `--stop_after_epoch K` ends the
+  process after epoch K as if pre-empted (the schedule still spans --epochs); `--resume` goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import orjson
+import torch
+
+from action_discretization import ACTIONS, N_ACTIONS
+from model_architecture import TraderDecisionTransformer
+from sequence_preparation import PROCESSED_PATH, load_processed, make_dataloader, meta_path_for
+from training import (
+    TraderTrainer,
+    TrainingDiverged,
+    capture_rng_state,
+    class_weights_from_counts,
+    restore_rng_state,
+    save_checkpoint,
+    unwrap,
+)
+
+log = logging.getLogger("train_model")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Flags of train_model.py (one field per flag, same names)."""
+
+    data_dir: str = "downloads/merged_trades"
+    """Price files the pipeline reads when the parquet is missing or stale."""
+    output_dir: str = "models"
+    """Where best_model.pt, last.pt, metrics.jsonl and learning_curve.png go."""
+    epochs: int = 50
+    """Maximum training epochs."""
+    batch_size: int = 32
+    """Windows per optimizer step (per process under torchrun)."""
+    device: str = "auto"
+    """cuda | cpu | auto (cuda when available)."""
+    processed: str = PROCESSED_PATH
+    """Processed parquet (pipeline_meta.json next to it)."""
+    lr: float = 3e-4
+    """Peak learning rate (AdamW, warmup + cosine)."""
+    seed: int = 0
+    """Seed of model init, dropout and shuffling."""
+    resume: bool = False
+    """Continue from output_dir/last.pt."""
+    patience: int = 10
+    """Early stopping: epochs without val macro-F1 improvement."""
+    d_model: int = 128
+    """Model width."""
+    n_layers: int = 6
+    """Transformer blocks."""
+    n_heads: int = 8
+    """Attention heads."""
+    dropout: float = 0.1
+    """Dropout rate."""
+    weight_decay: float = 0.1
+    """AdamW weight decay on Linear weights."""
+    warmup_steps: int | None = None
+    """LR warmup steps (None = 5 % of total steps, at most 100)."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip (0 = off)."""
+    rtg_weight: float = 0.1
+    """Weight of the RTG MSE in the loss."""
+    num_workers: int = 0
+    """DataLoader worker processes."""
+    stop_after_epoch: int | None = None
+    """End this process after that epoch (simulated pre-emption; continue with --resume)."""
+
+
+class TrainError(ValueError):
+    """A user error (bad flag, missing data): one line, exit code 2."""
+
+
+def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
+    """cuda | cpu | auto -> torch.device; TrainError when cuda is requested but absent."""
+    if requested not in ("cuda", "cpu", "auto"):
+        raise TrainError(f"--device must be cuda, cpu or auto, got {requested!r}")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise TrainError("--device cuda requested but no CUDA device is available: use --device cpu or auto")
+    use_cuda = requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
+    return torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+
+
+def ensure_processed(cfg: TrainConfig) -> None:
+    """Run the pipeline when the parquet is missing, or stale with inputs present (module doc)."""
+    missing = not Path(cfg.processed).exists() or not meta_path_for(cfg.processed).exists()
+    if not missing and not Path(cfg.data_dir).is_dir():
+        return  # nothing to rebuild from: use the parquet as it is
+    import pipeline  # lazy: below us in the module chain, and heavy
+
+    pcfg = pipeline.PipelineConfig(data_dir=cfg.data_dir, output=cfg.processed)
+    if missing or (pipeline.price_files(cfg.data_dir) and pipeline.is_stale(pcfg)):
+        log.info("processed data %s is %s: running the pipeline on %s", cfg.processed,
+                 "missing" if missing else "stale", cfg.data_dir)
+        try:
+            pipeline.run(pcfg)
+        except pipeline.PipelineError as e:
+            raise TrainError(f"pipeline: {e}") from None
+
+
+def train_class_counts(processed: str) -> list[int]:
+    """Action counts (N_ACTIONS,) of the train split's rows."""
+    df = load_processed(processed, ["address", "bar_start", "split", "action"])
+    acts = df.loc[df["split"] == "train", "action"].to_numpy(np.int64)
+    return np.bincount(acts, minlength=N_ACTIONS)[:N_ACTIONS].tolist()
+
+
+def rtg_target_std(dataset) -> float:
+    """Std of the RTG targets RTG_{t+1} (model units) over the real positions of train windows
+    (the model's rtg_norm; 1.0 when degenerate)."""
+    from torch.utils.data import DataLoader
+
+    from training import rtg_targets
+
+    vals = [rtg_targets(b["rtg"], b["returns"])[b["mask"]] for b in DataLoader(dataset, batch_size=256)]
+    std = float(torch.cat(vals).std()) if vals else 0.0
+    return std if math.isfinite(std) and std > 1e-6 else 1.0
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (libraries may use the global state)
+    torch.manual_seed(seed)
+
+
+def plot_curves(history: list[dict], path: Path) -> None:
+    """Learning curve PNG: train/val loss and val macro-F1 (vs the majority baseline) per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    a1.plot(ep, [h["train"]["loss"] for h in history], label="train")
+    a1.plot(ep, [h["val"]["loss"] for h in history], label="val")
+    a1.set(xlabel="epoch", ylabel="loss (weighted CE + 0.1 MSE)", title="loss")
+    a2.plot(ep, [h["val"]["macro_f1"] for h in history], label="val macro-F1")
+    a2.plot(ep, [h["val"]["baseline_macro_f1"] for h in history], "--", label="majority baseline")
+    a2.set(xlabel="epoch", ylabel="macro-F1", title="validation")
+    for a in (a1, a2):
+        a.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _write_jsonl(path: Path, history: list[dict]) -> None:
+    """Rewrite metrics.jsonl atomically (one line per epoch so far)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(b"".join(orjson.dumps(h) + b"\n" for h in history))
+    os.replace(tmp, path)
+
+
+def run(cfg: TrainConfig) -> dict:
+    """Train (or resume) per cfg; returns {best_epoch, best_macro_f1, epochs_run, last, best}."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(cfg.device, local_rank)
+    for name in ("epochs", "batch_size", "d_model", "n_layers", "n_heads"):
+        if getattr(cfg, name) < 1:
+            raise TrainError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    try:
+        return _train(cfg, device, rank, world)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dict:
+    from torch.utils.data.distributed import DistributedSampler
+    from tqdm import tqdm
+
+    out_dir, is_main = Path(cfg.output_dir), rank == 0
+    if is_main:
+        ensure_processed(cfg)
+    if world > 1:
+        torch.distributed.barrier()  # the parquet exists before the other ranks read it
+    meta = orjson.loads(meta_path_for(cfg.processed).read_bytes())
+    seed_everything(cfg.seed)
+    probe = make_dataloader(cfg.processed, split="train", batch_size=cfg.batch_size, shuffle=False)
+    if len(probe.dataset) == 0:
+        raise TrainError(f"{cfg.processed} has no train windows: use more data or a smaller --window in pipeline.py")
+    sampler = DistributedSampler(probe.dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    train_loader = make_dataloader(cfg.processed, split="train", batch_size=cfg.batch_size,
+                                   sampler=sampler, num_workers=cfg.num_workers, device=device)
+    val_loader = make_dataloader(cfg.processed, split="val", batch_size=cfg.batch_size,
+                                 shuffle=False, num_workers=cfg.num_workers, device=device)
+    last_path = out_dir / "last.pt"
+    ckpt = None
+    if cfg.resume:
+        if not last_path.exists():
+            raise TrainError(f"--resume: {last_path} not found: train without --resume first")
+        ckpt = torch.load(last_path, map_location="cpu")
+    model_config = ckpt["model_config"] if ckpt else dict(
+        state_dim=int(meta["state_dim"]), action_dim=N_ACTIONS, d_model=cfg.d_model,
+        n_layers=cfg.n_layers, n_heads=cfg.n_heads, context=int(meta["window"]), dropout=cfg.dropout)
+    model = TraderDecisionTransformer.from_config(model_config)
+    model.set_rtg_norm(rtg_target_std(probe.dataset))
+    counts = train_class_counts(cfg.processed)
+    total = cfg.epochs * len(train_loader)
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(100, math.ceil(0.05 * total))
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model.to(device), device_ids=[device.index] if device.type == "cuda" else None)
+    trainer = TraderTrainer(model, device=device, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            warmup_steps=warmup, total_steps=total, grad_clip=cfg.grad_clip,
+                            class_weights=class_weights_from_counts(counts), rtg_weight=cfg.rtg_weight,
+                            patience=cfg.patience)
+    history: list[dict] = []
+    start = 1
+    if ckpt:
+        unwrap(model).load_state_dict(ckpt["model_state_dict"])
+        trainer.load_state_dict(ckpt)
+        restore_rng_state(ckpt["rng_state"])
+        start = int(ckpt["epoch"]) + 1
+        if (out_dir / "metrics.jsonl").exists():
+            lines = (out_dir / "metrics.jsonl").read_bytes().splitlines()
+            history = [h for h in map(orjson.loads, filter(None, lines)) if h["epoch"] < start]
+        log.info("resumed from %s at epoch %d", last_path, start)
+    train_config = asdict(cfg) | {"world_size": world, "warmup_steps": warmup, "total_steps": total}
+    best_epoch = max((h["epoch"] for h in history if h.get("best")), default=None)
+    bar = tqdm(range(start, cfg.epochs + 1), desc="train", unit="epoch", disable=not is_main or None)
+    epoch = start - 1
+    for epoch in bar:
+        t0 = time.perf_counter()
+        sampler.set_epoch(epoch)
+        try:
+            tr = trainer.train_epoch(train_loader, epoch=epoch, progress=is_main)
+        except TrainingDiverged as e:
+            raise TrainError(f"training diverged: {e}") from None
+        val = trainer.validate(val_loader)
+        improved = trainer.update_early_stopping(val)
+        best_epoch = epoch if improved else best_epoch
+        rec = {"epoch": epoch, "train": tr, "val": val, "best": improved,
+               "time_s": round(time.perf_counter() - t0, 3)}
+        history.append(rec)
+        if is_main:
+            payload = {"model_state_dict": unwrap(model).state_dict(), "model_config": model_config,
+                       **trainer.state_dict(), "rng_state": capture_rng_state(), "epoch": epoch,
+                       "metrics": {"train": tr, "val": val}, "pipeline_meta": meta,
+                       "train_config": train_config, "class_weights": trainer.class_weights.tolist(),
+                       "actions": list(ACTIONS)}
+            save_checkpoint(last_path, payload)
+            if improved:
+                save_checkpoint(out_dir / "best_model.pt", payload)
+            _write_jsonl(out_dir / "metrics.jsonl", history)
+            log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_acc %.3f val_macro_f1 %.3f "
+                     "(majority %.3f) rtg_mae %.4f lr %.2e %.1fs%s", epoch, cfg.epochs, tr["loss"],
+                     val["loss"], val["accuracy"], val["macro_f1"], val["baseline_macro_f1"],
+                     val["rtg_mae"], tr["lr"], rec["time_s"], " *best" if improved else "")
+        if trainer.should_stop:
+            log.info("early stop: val macro_f1 did not improve for %d epochs", cfg.patience)
+            break
+        if cfg.stop_after_epoch is not None and epoch >= cfg.stop_after_epoch:
+            log.info("stopping after epoch %d (--stop_after_epoch); continue with --resume", epoch)
+            break
+    if is_main and history:
+        plot_curves(history, out_dir / "learning_curve.png")
+    best = trainer.best_metric
+    return {"best_epoch": best_epoch, "best_macro_f1": best, "epochs_run": epoch,
+            "last": str(last_path), "best": str(out_dir / "best_model.pt"), "world_size": world}
+
+
+def _field_docs(cls) -> dict[str, str]:
+    """{field: the docstring literal under it} of a dataclass (for --help)."""
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(cls)).body[0].body
+    return {a.target.id: " ".join(b.value.value.split()) for a, b in zip(body, body[1:], strict=False)
+            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)}
+
+
+def _parse_optional(kind):
+    """argparse type: 'none' -> None, else kind(value)."""
+    return lambda s: None if s.lower() == "none" else kind(s)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: flags 1:1 with TrainConfig; user errors -> one line on stderr, exit 2."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    docs = _field_docs(TrainConfig)
+    for f in fields(TrainConfig):
+        doc = f"{docs.get(f.name, '')} (default {f.default})".replace("%", "%%")
+        if f.type == "bool":
+            parser.add_argument(f"--{f.name}", action="store_true", default=f.default, help=doc)
+        elif f.type.startswith("int | None"):
+            parser.add_argument(f"--{f.name}", type=_parse_optional(int), default=f.default, help=doc)
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            choices = ("cuda", "cpu", "auto") if f.name == "device" else None
+            parser.add_argument(f"--{f.name}", type=kind, default=f.default, choices=choices,
+                                help=doc)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if int(os.environ.get("RANK", "0")) != 0:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        summary = run(TrainConfig(**vars(args)))
+    except (TrainError, FileNotFoundError) as e:
+        print(f"train_model: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    log.info("done: best epoch %s val macro_f1 %.4f -> %s", summary["best_epoch"],
+             summary["best_macro_f1"], summary["best"])
+
+
+if __name__ == "__main__":
+    main()
