@@ -17,8 +17,8 @@ one-bar shift that makes the state of bar t see only events < bar_start is state
 
 Run alone: python data_ingestion.py --data_dir downloads/merged_trades --bar_interval 1min --workers 2
 
-Decisions where the issue is silent (parsing: ingestion_parse.py; accounting:
-ingestion_positions.py):
+Decisions where the issue is silent (parsing: _ingestion_parse.py; accounting:
+_ingestion_positions.py):
 - Files: every `btc-*_prices.json` (PRICE_FILE_GLOB) and every `*trades*.json` (DATA_API_GLOB)
   under data_dir. A file whose top level is a JSON list is a data-api /trades dump, whatever
   its name; it is converted per (proxyWallet, slug) and its non-BTC-15m markets are reported
@@ -67,8 +67,8 @@ import orjson
 import pandas as pd
 from tqdm import tqdm
 
-import ingestion_positions
-from ingestion_parse import (
+import _ingestion_positions
+from _ingestion_parse import (
     ARRAY_FIELDS,
     KIND_NAMES,
     OHLCV,
@@ -290,9 +290,9 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     ac = ac.astype(np.int64)
     t, kind = ev["t"].to_numpy(), ev["kind"].to_numpy()
     mkt = ev["market"].to_numpy().astype(np.int64)
-    mark = ingestion_positions.marks(ev)
-    pay_up, pay_src = ingestion_positions.settlement_prices(markets, mark)
-    led = ingestion_positions.ledger(ev, markets, pay_up)
+    mark = _ingestion_positions.marks(ev)
+    pay_up, pay_src = _ingestion_positions.settlement_prices(markets, mark)
+    led = _ingestion_positions.ledger(ev, markets, pay_up)
     led_ac = ac[np.clip(led["seq"].to_numpy(), 0, None)]
     m_ac = pd.Categorical(markets["address"].astype(str), categories=addrs).codes.astype(np.int64)
     addrs = addrs.astype(object)
@@ -379,7 +379,7 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     prev_g = np.where(new_addr, 0.0, np.r_[0.0, end["gross_c"][:-1]])
     bars["exposure_usdc"] = np.fmax(prev_g, _agg(e_row, lv["gross_c"][0], n, "max"))
     bars["realized_pnl"] = end["realized"]
-    un = ingestion_positions.unrealized_by_row(led, led_row, row_start, iv, mark)
+    un = _ingestion_positions.unrealized_by_row(led, led_row, row_start, iv, mark)
     bars["unrealized_pnl"] = np.where(np.abs(un) < _EPS, 0.0, un)
     total = bars["realized_pnl"] + bars["unrealized_pnl"]
     bars["pnl"] = total - np.where(new_addr, 0.0, np.r_[0.0, total[:-1]])

@@ -28,8 +28,8 @@ realised RTG_t of the train split (5th..95th percentile): returns are fractions 
 peak exposure, so window sums reach hundreds of percent and a fixed +-5 % grid would probe only
 a sliver of what the model saw (--sweep_min -0.05 --sweep_max 0.05 gives the seed's grid).
 Probabilities are columns
-`prob_<ACTION>`. The analyses live in `evaluate_analysis.py`, the plots and markdown in
-`evaluate_report.py`.
+`prob_<ACTION>`. The analyses live in `_evaluate_analysis.py`, the plots and markdown in
+`_evaluate_report.py`.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ import numpy as np
 import orjson
 import pandas as pd
 
-import evaluate_analysis as ea
+import _evaluate_analysis as ea
+from _evaluate_report import atomic_write, write_plots, write_report
 from action_discretization import ACTIONS, N_ACTIONS
-from evaluate_report import atomic_write, write_plots, write_report
 from sequence_preparation import PROCESSED_PATH, RTG_SCALE, SPLITS, load_processed, meta_path_for
 
 log = logging.getLogger("evaluate")

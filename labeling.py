@@ -15,8 +15,11 @@ Run alone: python labeling.py --bars data/bars.parquet --out data/labels.parquet
 (`--bars/--out/--train_end/--price_source` are stand-alone I/O flags; the rest are config fields).
 
 Decisions where the issue is silent:
-- Event = a bar where the trader opens or adds: sign(net_shares) == sign(inventory) != 0; side =
-  that sign (Up-equivalent). Entry reference = the previous bar's close (the price at the bar's
+- Event = a bar where the trader opens or adds: net_shares != 0 and the bar starts flat, or the
+  net has the sign of the inventory at the bar's start (an add) or at its end (a flip); side =
+  sign(net_shares) (Up-equivalent). Inventory at the bar's start is the previous row's, because
+  the bar table's inventory is after settlement: a 15-minute bar of a 15-minute market always
+  ends flat, yet its opening trade is an event and a round trip of 0 bars. Entry reference = the previous bar's close (the price at the bar's
   start) within the same segment, else the bar's open, else its close.
 - Path = bars entry .. entry + horizon of the same segment (one address; for the Up-token mid also
   one market `slug`, since a new market is a new token). Returns are side x (p / ref - 1).
@@ -28,7 +31,7 @@ Decisions where the issue is silent:
   vertical barrier at the last available bar (an event on the last bar exits at 0 bars).
   Bars without a price are forward-filled within the segment (flat: they touch nothing).
 - Round trip = inventory leaving 0 (or flipping sign) to returning to 0 (sells or settlement) or
-  flipping; a position still open at the data end is not complete. horizon = median holding
+  flipping, or a bar that starts flat, trades and ends flat (0 bars); a position still open at the data end is not complete. horizon = median holding
   bars (>= 1). pt / sl = medians of the positive / |negative| realised exit moves of the label
   price series (side x (close at exit / ref - 1)), i.e. the trader's own take-profit and stop
   levels; a side without samples takes its fallback. Fewer than min_round_trips -> all
@@ -131,11 +134,15 @@ def triple_barrier(ohlc: tuple, ref: np.ndarray, seg_end: np.ndarray, events: np
 
 # ----------------------------------------------------------------------------- calibration
 
-def round_trips(inventory: np.ndarray, seg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(entry rows, exit rows) of completed round trips, rows sorted by segment then time.
+def round_trips(inventory: np.ndarray, seg: np.ndarray,
+                net: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(entry rows, exit rows, side) of completed round trips, rows sorted by segment then time.
 
     Entry: inventory != 0 after 0 (or a segment start) or after the opposite sign; exit: the next
     row of the same segment where inventory is 0 or flips sign. Open at the segment end = dropped.
+    With `net` given, a bar that starts flat, trades and ends flat (a position opened and settled
+    inside one bar, as every 15-minute bar of a 15-minute market is) is a round trip of 0 bars
+    with side sign(net); end-of-bar inventory alone cannot see it.
     """
     inv = np.nan_to_num(np.asarray(inventory, float))
     sgn = np.sign(inv)
@@ -147,18 +154,26 @@ def round_trips(inventory: np.ndarray, seg: np.ndarray) -> tuple[np.ndarray, np.
     ok = k < len(enders)
     a, b = entries[ok], enders[k[ok]]
     same = seg[a] == seg[b]
-    return a[same], b[same]
+    a, b = a[same], b[same]
+    side = sgn[a]
+    if net is not None:
+        nsg = np.sign(np.nan_to_num(np.asarray(net, float)))
+        intra = np.flatnonzero((prev == 0) & (nsg != 0) & (sgn == 0))
+        a, b, side = (np.concatenate([a, intra]), np.concatenate([b, intra]),
+                      np.concatenate([side, nsg[intra]]))
+        order = np.argsort(a, kind="stable")
+        a, b, side = a[order], b[order], side[order]
+    return a, b, side
 
 
-def calibrate(inventory, close, ref, seg, train, cfg: LabelConfig) -> dict:
+def calibrate(inventory, close, ref, seg, train, cfg: LabelConfig, net=None) -> dict:
     """pt, sl, horizon from the train split's completed round trips (see module docstring)."""
-    a, b = round_trips(inventory, seg)
+    a, b, side = round_trips(inventory, seg, net)
     # a round trip counts only if every row from the reference bar a-1 to b is a train row
     bad = np.concatenate([[0], np.cumsum(~train)])
     lo = np.where((a > 0) & (seg[np.maximum(a - 1, 0)] == seg[a]), a - 1, a)
     keep = (bad[b + 1] - bad[lo]) == 0
-    a, b = a[keep], b[keep]
-    side = np.sign(np.nan_to_num(np.asarray(inventory, float)[a]))
+    a, b, side = a[keep], b[keep], side[keep]
     move = side * (close[b] / ref[a] - 1.0)
     fin = np.isfinite(move)
     a, b, move = a[fin], b[fin], move[fin]
@@ -218,10 +233,14 @@ def run(bars: pd.DataFrame, price, train_mask, cfg: LabelConfig) -> tuple[pd.Dat
     seg_end = segment_last(seg)
     net = np.nan_to_num(bars["net_shares"].to_numpy(float)[order])
     inv = np.nan_to_num(bars["inventory"].to_numpy(float)[order])
-    calib = calibrate(inv, close, ref, seg, train[order], cfg)
-    is_ev = (np.sign(net) == np.sign(inv)) & (inv != 0)
+    calib = calibrate(inv, close, ref, seg, train[order], cfg, net)
+    # (N,) inventory at the bar's start: the previous row of the same segment, flat at its start
+    inv0 = np.concatenate([[0.0], inv[:-1]])
+    inv0[np.concatenate([[True], seg[1:] != seg[:-1]])] = 0.0
+    sn = np.sign(net)
+    is_ev = (sn != 0) & ((inv0 == 0) | (sn == np.sign(inv0)) | (sn == np.sign(inv)))
     ev = np.flatnonzero(is_ev & np.isfinite(ref) & (ref > 0))
-    res = triple_barrier((o, h, lo, close), ref, seg_end, ev, np.sign(inv[ev]),
+    res = triple_barrier((o, h, lo, close), ref, seg_end, ev, sn[ev],
                          calib["pt"], calib["sl"], calib["horizon"])
     out = {"tbm_event": np.zeros(n, bool), "tbm_label": np.full(n, np.nan),
            "tbm_ret": np.full(n, np.nan), "tbm_exit_bars": np.full(n, np.nan),

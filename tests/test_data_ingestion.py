@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from conftest import FIXTURES, REPO
 
-import ingestion_positions
+import _ingestion_positions
 from data_ingestion import (
     BAR_COLUMNS,
     MARKET_SECONDS,
@@ -73,9 +73,9 @@ def test_gabagool22_real_fills_shares_and_settled_pnl(tmp_path):
     assert tot["read"] == tot["used"] == 749 and tot["dropped_total"] == 0
     assert tot["duplicate_id"] == 0 and tot["identical_looking"] > 0  # real identical fills kept
     events, markets, _ = load_events(IngestionConfig(data_dir=str(GABA), workers=1))
-    pay, src = ingestion_positions.settlement_prices(markets, ingestion_positions.marks(events))
+    pay, src = _ingestion_positions.settlement_prices(markets, _ingestion_positions.marks(events))
     assert pay.tolist() == [1.0] and src.tolist() == ["resolution"]
-    led = ingestion_positions.ledger(events, markets, pay)
+    led = _ingestion_positions.ledger(events, markets, pay)
     before = {("Up", "Down")[o]: -dq for o, dq in
               zip(led["outcome"][led["settle"]], led["dq"][led["settle"]], strict=True)}
     assert round(before["Up"], 2) == 4376.82

@@ -14,8 +14,8 @@ from pathlib import Path
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, given, settings
 
+from _ingestion_parse import TRADE
 from data_ingestion import build_bars, load_price_file
-from ingestion_parse import TRADE
 
 START = 1768904100
 T0 = START * 1000

@@ -1,4 +1,4 @@
-"""Tests of evaluate_analysis: each analysis on synthetic rows whose answer is known."""
+"""Tests of _evaluate_analysis: each analysis on synthetic rows whose answer is known."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import evaluate_analysis as ea
+import _evaluate_analysis as ea
 from action_discretization import ACTIONS, HOLD, START_ACTION
 
 COLS = ["f0", "f1", "f2"]

@@ -198,3 +198,18 @@ def test_token_price_path_stays_inside_its_market_and_rows_unsorted():
     # event at bar 0 (first bar: ref = its open 0.50); market m1 ends at bar 2 -> vertical there
     assert (labels.at[0, "tbm_label"], labels.at[0, "tbm_exit_bars"]) == (0.0, 2)
     assert labels.at[0, "tbm_ret"] == pytest.approx(0.2)
+
+
+def test_positions_opened_and_settled_inside_one_bar_are_events_and_round_trips():
+    # 15-minute bars of 15-minute markets: every bar starts flat and ends flat after settlement
+    close = [100, 101, 100, 102, 103, 101, 100, 104]
+    net = [0, 5, -4, 0, 6, -2, 3, 0]
+    inv = [0] * 8
+    bars = _bars(close, net, inv)
+    labels, cal = lb.run(bars, bars["u_close"], np.ones(8, bool), lb.LabelConfig(min_round_trips=3))
+    assert labels["tbm_event"].tolist() == [n != 0 for n in net]
+    assert (cal["source"], cal["n_round_trips"], cal["horizon"]) == ("round_trips", 5, 1)
+    # moves in the trade's favour from the previous close to the bar's close
+    moves = np.array([1 / 100, -(100 / 101 - 1), 103 / 102 - 1, -(101 / 103 - 1), 100 / 101 - 1])
+    assert cal["pt"] == pytest.approx(np.median(moves[moves > 0]))
+    assert cal["sl"] == pytest.approx(np.median(-moves[moves < 0]))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ingestion_parse import OHLCV, PRICE_CHANGE, TRADE
+from _ingestion_parse import OHLCV, PRICE_CHANGE, TRADE
 
 _BIG = np.int64(1) << 43
 _EPS = 1e-9
