@@ -15,8 +15,6 @@ Run alone: no CLI; `python evaluate.py` calls it.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ import orjson
 import pandas as pd
 
 from action_discretization import ACTIONS
+from data_ingestion import atomic_write as _atomic_write
 
 CONFUSION_PNG, SWEEP_PNG, EQUITY_PNG = "confusion_matrix.png", "rtg_sweep.png", "equity_curves.png"
 BASELINE_NAMES = {
@@ -41,30 +40,16 @@ def _json_default(o):
 
 
 def atomic_write(path: str | Path, obj) -> Path:
-    """Write obj to path via a temp file + os.replace (DataFrame/dict/str/bytes, see module doc)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """data_ingestion.atomic_write that also takes a DataFrame (parquet) or a dict (JSON)."""
+    if isinstance(obj, pd.DataFrame):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; reports are meant to be read
-        if isinstance(obj, pd.DataFrame):
-            pq.write_table(pa.Table.from_pandas(obj, preserve_index=False), tmp)
-        else:
-            if isinstance(obj, dict):
-                data = orjson.dumps(obj, default=_json_default,
-                                    option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-            else:
-                data = obj.encode() if isinstance(obj, str) else bytes(obj)
-            Path(tmp).write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        table = pa.Table.from_pandas(obj, preserve_index=False)
+        return _atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    if isinstance(obj, dict):
+        obj = orjson.dumps(obj, default=_json_default, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    return _atomic_write(path, obj)
 
 
 def _save(fig, path: Path) -> None:

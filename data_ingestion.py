@@ -55,7 +55,6 @@ import logging
 import multiprocessing as mp
 import os
 import sys
-import tempfile
 import warnings
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -68,6 +67,7 @@ import pandas as pd
 from tqdm import tqdm
 
 import _ingestion_positions
+from _ingestion_io import add_config_args, atomic_write, field_docs
 from _ingestion_parse import (
     ARRAY_FIELDS,
     KIND_NAMES,
@@ -80,10 +80,12 @@ from _ingestion_parse import (
     parse_files,
     summarize_reports,
 )
+from _ingestion_positions import _BIG, _EPS  # key = group * _BIG + t stays int64 until 2100
 
 __all__ = ["IngestionConfig", "IngestionError", "PRICE_FILE_GLOB", "DATA_API_GLOB",
            "MARKET_SECONDS", "BAR_COLUMNS", "POSITION_COLUMNS", "KIND_NAMES", "load_price_file",
-           "load_events", "build_bars", "convert_data_api_trades", "forward_filled", "run"]
+           "load_events", "build_bars", "convert_data_api_trades", "forward_filled", "run",
+           "atomic_write", "add_config_args", "field_docs"]
 
 log = logging.getLogger("data_ingestion")
 
@@ -106,8 +108,6 @@ BAR_COLUMNS = [
 EVENT_COLUMNS = ["address", "slug", "market", *ARRAY_FIELDS]
 """Event table: kind 0 trade, 1 price_change, 2 token ohlcv, 3 underlying ohlcv (KIND_NAMES);
 side +1 BUY / -1 SELL; outcome 0 Up / 1 Down; market = row of the markets table."""
-_BIG = np.int64(1) << 43  # > any ms timestamp before 2100: key = group * _BIG + t stays int64
-_EPS = 1e-9
 
 
 class IngestionError(ValueError):
@@ -419,14 +419,6 @@ def forward_filled(bars: pd.DataFrame, column: str = "close") -> pd.Series:
 
 
 # ---------------------------------------------------------------- stage
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def run(cfg: IngestionConfig) -> pd.DataFrame:
     """Load, validate and bar the data dir; write {out_dir}/ingestion_report.json atomically;
     return the bar table. Raises IngestionError on user errors (one-line message)."""
@@ -437,7 +429,7 @@ def run(cfg: IngestionConfig) -> pd.DataFrame:
     report["bars"] = {"rows": len(bars), "addresses": int(bars["address"].nunique()),
                       "bar_interval": cfg.bar_interval,
                       "rows_with_data": int(bars["has_data"].sum())}
-    _write_atomic(Path(cfg.out_dir) / "ingestion_report.json",
+    atomic_write(Path(cfg.out_dir) / "ingestion_report.json",
                   orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
     return bars
 
@@ -447,19 +439,13 @@ def write_bars(bars: pd.DataFrame, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(pa.Table.from_pandas(bars.assign(slug=bars["slug"].astype(object)),
-                                        preserve_index=False), tmp)
-    os.replace(tmp, path)
+    table = pa.Table.from_pandas(bars.assign(slug=bars["slug"].astype(object)), preserve_index=False)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data_dir", default=IngestionConfig.data_dir)
-    p.add_argument("--out_dir", default=IngestionConfig.out_dir)
-    p.add_argument("--bar_interval", default=IngestionConfig.bar_interval)
-    p.add_argument("--workers", type=int, default=IngestionConfig.workers)
+    add_config_args(p, IngestionConfig)
     cfg = IngestionConfig(**vars(p.parse_args(argv)))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if cfg.workers < 0:

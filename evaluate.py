@@ -47,6 +47,7 @@ import pandas as pd
 import _evaluate_analysis as ea
 from _evaluate_report import atomic_write, write_plots, write_report
 from action_discretization import ACTIONS, N_ACTIONS
+from data_ingestion import add_config_args
 from sequence_preparation import PROCESSED_PATH, RTG_SCALE, SPLITS, load_processed, meta_path_for
 
 log = logging.getLogger("evaluate")
@@ -82,16 +83,6 @@ class EvalConfig:
     """cpu, cuda or auto."""
     seed: int = 0
     """Seed for torch and the scikit-learn baselines / tree."""
-
-
-def field_docs(cls) -> dict[str, str]:
-    """{field: the docstring literal under it} of a config dataclass (the --help texts)."""
-    import ast
-    import inspect
-
-    body = ast.parse(inspect.getsource(cls)).body[0].body
-    return {a.target.id: " ".join(b.value.value.split()) for a, b in zip(body, body[1:], strict=False)
-            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)}
 
 
 class EvaluationError(ValueError):
@@ -313,14 +304,7 @@ def run(cfg: EvalConfig) -> dict:
 def main() -> None:
     """CLI: flags 1:1 with EvalConfig; prints where the report is and the headline numbers."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    docs = field_docs(EvalConfig)
-    for name, f in EvalConfig.__dataclass_fields__.items():
-        kw = {"default": f.default, "help": docs[name].replace("%", "%%") + " (default: %(default)s)"}
-        if f.type in ("bool", bool):
-            p.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, **kw)
-        else:
-            kind = float if f.default is None else type(f.default)  # the optional floats
-            p.add_argument(f"--{name}", type=kind, **kw)
+    add_config_args(p, EvalConfig, " (default: %(default)s)", argparse.BooleanOptionalAction)
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:

@@ -37,13 +37,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy.signal import lfilter, oaconvolve
+
+from data_ingestion import add_config_args, atomic_write
 
 log = logging.getLogger("feature_engineering")
 
@@ -429,8 +430,7 @@ def main() -> None:
     p.add_argument("--out", default="data/features.parquet", help="output parquet")
     p.add_argument("--train_end", default=None,
                    help="UTC time: bars before it are train (default: the first 70%% of bar times)")
-    for name, field in FeatureConfig.__dataclass_fields__.items():
-        p.add_argument(f"--{name}", type=type(field.default), default=getattr(FeatureConfig, name))
+    add_config_args(p, FeatureConfig)
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = FeatureConfig(**{k: getattr(a, k) for k in FeatureConfig.__dataclass_fields__})
@@ -444,10 +444,7 @@ def main() -> None:
               file=sys.stderr)
         raise SystemExit(2) from None
     out = pd.concat([bars[["address", "bar_start"]], feats], axis=1)
-    tmp = f"{a.out}.tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    out.to_parquet(tmp, index=False)
-    os.replace(tmp, a.out)
+    atomic_write(a.out, lambda tmp: out.to_parquet(tmp, index=False))
     log.info("wrote %s: %d rows, price_source %s, d %.2f (ADF p %.3g)", a.out, len(out),
              fitted["price_source"], fitted["d"], fitted["adf_pvalue"])
 

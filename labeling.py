@@ -42,12 +42,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from data_ingestion import add_config_args, atomic_write
 
 log = logging.getLogger("labeling")
 
@@ -263,10 +264,7 @@ def main() -> None:
     p.add_argument("--train_end", default=None,
                    help="UTC time: bars before it are train (default: the first 70%% of bar times)")
     p.add_argument("--price_source", default="auto", help="auto | underlying | token")
-    types = {"pt": float, "sl": float, "horizon": int, "min_round_trips": int,
-             "fallback_pt": float, "fallback_sl": float, "fallback_horizon": int}
-    for name in LabelConfig.__dataclass_fields__:
-        p.add_argument(f"--{name}", type=types[name], default=getattr(LabelConfig, name))
+    add_config_args(p, LabelConfig)
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = LabelConfig(**{k: getattr(a, k) for k in LabelConfig.__dataclass_fields__})
@@ -285,10 +283,7 @@ def main() -> None:
               file=sys.stderr)
         raise SystemExit(2) from None
     out = pd.concat([bars[["address", "bar_start"]], labels], axis=1)
-    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
-    tmp = f"{a.out}.tmp"
-    out.to_parquet(tmp, index=False)
-    os.replace(tmp, a.out)
+    atomic_write(a.out, lambda tmp: out.to_parquet(tmp, index=False))
     log.info("wrote %s: %d events, pt %.4g sl %.4g horizon %d (%s, %d round trips)", a.out,
              calib["n_events"], calib["pt"], calib["sl"], calib["horizon"], calib["source"],
              calib["n_round_trips"])

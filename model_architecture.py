@@ -40,6 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from data_ingestion import add_config_args
+
 log = logging.getLogger("model_architecture")
 
 
@@ -259,8 +261,7 @@ class TraderDecisionTransformer(nn.Module):
 def main() -> None:
     """Print the parameter count and run one forward pass on random inputs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, field in ModelConfig.__dataclass_fields__.items():
-        parser.add_argument(f"--{name}", type=type(field.default), default=field.default)
+    add_config_args(parser, ModelConfig)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model = TraderDecisionTransformer.from_config(vars(args)).eval()

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -49,10 +48,11 @@ import labeling
 import sequence_preparation as seq
 import state_features as state_mod
 from action_discretization import ACTIONS, START_ACTION
+from data_ingestion import atomic_write
+from labeling import LABEL_COLUMNS
 
 log = logging.getLogger("pipeline")
 HINT = "run `python demo_data.py` for demo data or `python download_bucket.py` to sync the bucket"
-LABEL_COLUMNS = ["tbm_event", "tbm_label", "tbm_ret", "tbm_exit_bars", "tbm_both"]
 # Bar-table columns carried into the parquet as they are. The raw bar-end inventory and
 # unrealized_pnl are NOT carried: the state features of those names own the columns (the raw
 # bar-end value would leak bar t's action into its state); the raw position is inv_up - inv_down.
@@ -70,17 +70,17 @@ class PipelineConfig:
     """Bar length (pandas offset, UTC-aligned), e.g. 15min or 1min."""
     price_source: str = "auto"
     """Market-feature price: auto | underlying (BTC/USD OHLCV) | token (Up-token mid)."""
-    window: int = 128
+    window: int = seq.SequenceConfig.window
     """Bars per sequence; also the embargo length between splits."""
-    stride: int = 32
+    stride: int = seq.SequenceConfig.stride
     """Step between train window starts."""
-    train_frac: float = 0.7
+    train_frac: float = seq.SequenceConfig.train_frac
     """Train fraction of the unique bar times (unless --train_end)."""
-    val_frac: float = 0.15
+    val_frac: float = seq.SequenceConfig.val_frac
     """Val fraction of the unique bar times (unless --val_end)."""
-    train_end: str | None = None
+    train_end: str | None = seq.SequenceConfig.train_end
     """UTC date: bars before it are train (pins the split, with --val_end)."""
-    val_end: str | None = None
+    val_end: str | None = seq.SequenceConfig.val_end
     """UTC date: val ends here (needs --train_end)."""
     workers: int = 0
     """Ingestion worker processes (0 = all cores)."""
@@ -169,8 +169,7 @@ def validate(cfg: PipelineConfig) -> None:
 
 def seq_config(cfg: PipelineConfig) -> seq.SequenceConfig:
     """The SequenceConfig that the pipeline's split and window fields describe."""
-    return seq.SequenceConfig(window=cfg.window, stride=cfg.stride, train_frac=cfg.train_frac,
-                              val_frac=cfg.val_frac, train_end=cfg.train_end, val_end=cfg.val_end)
+    return seq.SequenceConfig(**{f.name: getattr(cfg, f.name) for f in fields(seq.SequenceConfig)})
 
 
 def prev_actions(address: np.ndarray, actions: np.ndarray) -> np.ndarray:
@@ -210,21 +209,10 @@ def _jsonable(obj):
     return obj
 
 
-def write_atomic(path: Path, write) -> None:
-    """write(tmp_path) then os.replace onto path, so a partial file never appears."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
     """df -> parquet at path (pyarrow, no index), atomically."""
     table = pa.Table.from_pandas(df, preserve_index=False)
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
 
 
 class _Stage:
@@ -344,8 +332,7 @@ def run(cfg: PipelineConfig) -> dict:
                 inputs=input_fingerprint(files), created=datetime.now(UTC).isoformat())
     out = Path(cfg.output)
     write_parquet(df, out)
-    write_atomic(meta_path(cfg), lambda tmp: tmp.write_bytes(
-        orjson.dumps(_jsonable(meta), option=orjson.OPT_INDENT_2)))
+    atomic_write(meta_path(cfg), orjson.dumps(_jsonable(meta), option=orjson.OPT_INDENT_2))
     for w in meta["warnings"]:
         log.warning("warning: %s", w)
     log.info("wrote %s (%d rows, state_dim %d) and %s in %.1fs", out, len(df), meta["state_dim"],

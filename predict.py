@@ -42,7 +42,8 @@ import pandas as pd
 import feature_engineering as fe
 import state_features as sf
 from action_discretization import ACTIONS, START_ACTION, discretize
-from evaluate import _device, field_docs, honest_rtg
+from data_ingestion import add_config_args
+from evaluate import _device, honest_rtg
 from sequence_preparation import RTG_SCALE, returns
 
 log = logging.getLogger("predict")
@@ -178,13 +179,7 @@ def run(cfg: PredictConfig) -> dict:
 def main() -> None:
     """CLI: flags 1:1 with PredictConfig; prints the next bar's action and probabilities."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    docs = field_docs(PredictConfig)
-    for name, f in PredictConfig.__dataclass_fields__.items():
-        kw = {"default": f.default, "help": docs[name].replace("%", "%%") + " (default: %(default)s)"}
-        if f.type in ("bool", bool):
-            p.add_argument(f"--{name}", action="store_true", **kw)
-        else:
-            p.add_argument(f"--{name}", type=type(f.default), required=name == "trader", **kw)
+    add_config_args(p, PredictConfig, " (default: %(default)s)", trader={"required": True})
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
     try:

@@ -47,10 +47,12 @@ import orjson
 import torch
 
 from action_discretization import ACTIONS, N_ACTIONS
-from model_architecture import TraderDecisionTransformer
+from data_ingestion import add_config_args, atomic_write
+from model_architecture import ModelConfig, TraderDecisionTransformer
 from sequence_preparation import PROCESSED_PATH, load_processed, make_dataloader, meta_path_for
 from training import (
     TraderTrainer,
+    TrainerConfig,
     TrainingDiverged,
     capture_rng_state,
     class_weights_from_counts,
@@ -78,29 +80,29 @@ class TrainConfig:
     """cuda | cpu | auto (cuda when available)."""
     processed: str = PROCESSED_PATH
     """Processed parquet (pipeline_meta.json next to it)."""
-    lr: float = 3e-4
+    lr: float = TrainerConfig.lr
     """Peak learning rate (AdamW, warmup + cosine)."""
     seed: int = 0
     """Seed of model init, dropout and shuffling."""
     resume: bool = False
     """Continue from output_dir/last.pt."""
-    patience: int = 10
+    patience: int = TrainerConfig.patience
     """Early stopping: epochs without val macro-F1 improvement."""
-    d_model: int = 128
+    d_model: int = ModelConfig.d_model
     """Model width."""
-    n_layers: int = 6
+    n_layers: int = ModelConfig.n_layers
     """Transformer blocks."""
-    n_heads: int = 8
+    n_heads: int = ModelConfig.n_heads
     """Attention heads."""
-    dropout: float = 0.1
+    dropout: float = ModelConfig.dropout
     """Dropout rate."""
-    weight_decay: float = 0.1
+    weight_decay: float = TrainerConfig.weight_decay
     """AdamW weight decay on Linear weights."""
     warmup_steps: int | None = None
     """LR warmup steps (None = 5 % of total steps, at most 100)."""
-    grad_clip: float = 1.0
+    grad_clip: float = TrainerConfig.grad_clip
     """Gradient-norm clip (0 = off)."""
-    rtg_weight: float = 0.1
+    rtg_weight: float = TrainerConfig.rtg_weight
     """Weight of the RTG MSE in the loss."""
     num_workers: int = 0
     """DataLoader worker processes."""
@@ -183,17 +185,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
     for a in (a1, a2):
         a.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _write_jsonl(path: Path, history: list[dict]) -> None:
-    """Rewrite metrics.jsonl atomically (one line per epoch so far)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(b"".join(orjson.dumps(h) + b"\n" for h in history))
-    os.replace(tmp, path)
 
 
 def run(cfg: TrainConfig) -> dict:
@@ -296,7 +289,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
             save_checkpoint(last_path, payload)
             if improved:
                 save_checkpoint(out_dir / "best_model.pt", payload)
-            _write_jsonl(out_dir / "metrics.jsonl", history)
+            atomic_write(out_dir / "metrics.jsonl", b"".join(orjson.dumps(h) + b"\n" for h in history))
             log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_acc %.3f val_macro_f1 %.3f "
                      "(majority %.3f) rtg_mae %.4f lr %.2e %.1fs%s", epoch, cfg.epochs, tr["loss"],
                      val["loss"], val["accuracy"], val["macro_f1"], val["baseline_macro_f1"],
@@ -314,16 +307,6 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
             "last": str(last_path), "best": str(out_dir / "best_model.pt"), "world_size": world}
 
 
-def _field_docs(cls) -> dict[str, str]:
-    """{field: the docstring literal under it} of a dataclass (for --help)."""
-    import ast
-    import inspect
-
-    body = ast.parse(inspect.getsource(cls)).body[0].body
-    return {a.target.id: " ".join(b.value.value.split()) for a, b in zip(body, body[1:], strict=False)
-            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)}
-
-
 def _parse_optional(kind):
     """argparse type: 'none' -> None, else kind(value)."""
     return lambda s: None if s.lower() == "none" else kind(s)
@@ -332,18 +315,10 @@ def _parse_optional(kind):
 def main(argv: list[str] | None = None) -> None:
     """CLI: flags 1:1 with TrainConfig; user errors -> one line on stderr, exit 2."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    docs = _field_docs(TrainConfig)
-    for f in fields(TrainConfig):
-        doc = f"{docs.get(f.name, '')} (default {f.default})".replace("%", "%%")
-        if f.type == "bool":
-            parser.add_argument(f"--{f.name}", action="store_true", default=f.default, help=doc)
-        elif f.type.startswith("int | None"):
-            parser.add_argument(f"--{f.name}", type=_parse_optional(int), default=f.default, help=doc)
-        else:
-            kind = {"int": int, "float": float, "str": str}[f.type]
-            choices = ("cuda", "cpu", "auto") if f.name == "device" else None
-            parser.add_argument(f"--{f.name}", type=kind, default=f.default, choices=choices,
-                                help=doc)
+    optional_ints = {f.name: {"type": _parse_optional(int)} for f in fields(TrainConfig)
+                     if f.type.startswith("int | None")}
+    add_config_args(parser, TrainConfig, " (default %(default)s)",
+                    device={"choices": ("cuda", "cpu", "auto")}, **optional_ints)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if int(os.environ.get("RANK", "0")) != 0:

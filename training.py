@@ -34,7 +34,6 @@ Decisions where the issue is silent:
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 import warnings
@@ -47,6 +46,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from action_discretization import ACTIONS, N_ACTIONS, START_ACTION
+from data_ingestion import atomic_write
 from model_architecture import TraderDecisionTransformer
 from sequence_preparation import RTG_SCALE
 
@@ -313,11 +313,7 @@ def restore_rng_state(state: dict) -> None:
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
     """torch.save `payload` to `path` atomically (temp file in the same dir + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 # -------------------------------------------------------------------- inference
