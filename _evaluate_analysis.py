@@ -182,7 +182,7 @@ def oracle_report(rows: pd.DataFrame, pred: np.ndarray, truth: pd.DataFrame | No
         "drawn_vs_discretised_agreement": float((drawn == y).mean()),
         "twin_accuracy_matched": twin["accuracy"], "twin_macro_f1_matched": twin["macro_f1"],
         "twin_fraction_macro_f1": _ratio(twin["macro_f1"], ceiling["macro_f1"]),
-        "twin_fraction_accuracy": _ratio(twin["accuracy"], float(pi.max(1).mean())),
+        "twin_fraction_accuracy": _ratio(twin["accuracy"], ceiling["accuracy"]),
     }
 
 
@@ -228,8 +228,8 @@ def per_share_pnl(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     u = pnl / net_shares. Position before the bar = the previous row's inv_up - inv_down (raw
     shares; rows are consecutive bars of one address). source 2 (mid + settlement): elsewhere,
     when the parquet carries the bar's opening mid `open`, u = settle(slug) - open, with the
-    market's settlement read as its last close >= 0.5 (the ingestion's rule without a
-    resolution). source 0: no observed price, u = 0: counted, never guessed."""
+    market's settlement the ingestion's own payout `settle_up` (resolution, else last mid >= 0.5;
+    older parquets without it: the market's last close >= 0.5). source 0: no observed price, u = 0: counted, never guessed."""
     net = rows["net_shares"].to_numpy(dtype=np.float64)
     inv_col = (rows["inv_up"] - rows["inv_down"]) if {"inv_up", "inv_down"} <= set(rows) else rows["inventory"]
     inv = inv_col.to_numpy(dtype=np.float64)
@@ -240,7 +240,10 @@ def per_share_pnl(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     u = np.where(fill, rows["pnl"].to_numpy(dtype=np.float64) / np.where(fill, net, 1.0), 0.0)
     source = np.where(fill, 1, 0)
     if {"open", "close", "slug"} <= set(rows):
-        last = rows.groupby("slug", sort=False)["close"].transform("last").to_numpy(dtype=np.float64)
+        if "settle_up" in rows:  # the ingestion's payout: resolution, else its last-mid rule
+            last = rows["settle_up"].to_numpy(dtype=np.float64)
+        else:
+            last = rows.groupby("slug", sort=False)["close"].transform("last").to_numpy(dtype=np.float64)
         est = (last >= 0.5).astype(np.float64) - rows["open"].to_numpy(dtype=np.float64)
         mid = ~fill & np.isfinite(est) & np.isfinite(last) & rows["slug"].notna().to_numpy()
         u, source = np.where(mid, est, u), np.where(mid, 2, source)

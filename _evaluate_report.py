@@ -165,7 +165,7 @@ def write_report(m: dict) -> str:
             ("drawn_vs_discretised_agreement", "agreement: truth's drawn action vs pipeline's class"),
             ("twin_macro_f1_matched", "twin macro-F1 on matched rows"),
             ("twin_fraction_macro_f1", "twin macro-F1 / oracle macro-F1"),
-            ("twin_fraction_accuracy", "twin accuracy / oracle expected accuracy"),
+            ("twin_fraction_accuracy", "twin accuracy / argmax pi accuracy"),
         ]:
             add(f"| {label} | {_f(o.get(k))} |")
     else:

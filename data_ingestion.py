@@ -101,8 +101,8 @@ POSITION_COLUMNS = [
     "unrealized_pnl", "pnl", "bars_since_entry", "settled",
 ]
 BAR_COLUMNS = [
-    "address", "bar_start", "slug", "open", "high", "low", "close", "volume", "spread",
-    "has_data", "u_open", "u_high", "u_low", "u_close", "u_volume", "has_underlying",
+    "address", "bar_start", "slug", "settle_up", "open", "high", "low", "close", "volume",
+    "spread", "has_data", "u_open", "u_high", "u_low", "u_close", "u_volume", "has_underlying",
     *POSITION_COLUMNS,
 ]
 EVENT_COLUMNS = ["address", "slug", "market", *ARRAY_FIELDS]
@@ -400,9 +400,11 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     jj = mo[np.clip(j, 0, None)]
     inside = (j >= 0) & (m_ac[jj] == row_addr) & (row_start < markets["end_ms"].to_numpy()[jj])
     slug = np.where(inside, markets["slug"].astype(str).to_numpy(dtype=object)[jj], None)
+    # what that market's Up token paid at its end: an outcome, for backtests, never for state
+    settle_up = np.where(inside, pay_up[jj] if len(pay_up) else np.nan, np.nan)
     out = pd.DataFrame({"address": addrs[row_addr],
                         "bar_start": pd.to_datetime(row_start, unit="ms", utc=True),
-                        "slug": slug, **bars})[BAR_COLUMNS]
+                        "slug": slug, "settle_up": settle_up, **bars})[BAR_COLUMNS]
     traded = np.unique(led["market"].to_numpy()[led["settle"].to_numpy()])
     out.attrs["positions"] = {
         "oversold_trades": int(led["oversold"].sum()), "post_end_trades": int(led["post_end"].sum()),

@@ -48,7 +48,15 @@ import _evaluate_analysis as ea
 from _evaluate_report import atomic_write, write_plots, write_report
 from action_discretization import ACTIONS, N_ACTIONS
 from data_ingestion import add_config_args
-from sequence_preparation import PROCESSED_PATH, RTG_SCALE, SPLITS, load_processed, meta_path_for
+from sequence_preparation import (
+    PROCESSED_PATH,
+    RTG_SCALE,
+    SPLITS,
+    honest_rtg,
+    honest_target,
+    load_processed,
+    meta_path_for,
+)
 
 log = logging.getLogger("evaluate")
 
@@ -127,20 +135,6 @@ def resolve_meta(ckpt: dict, processed: str | Path) -> dict:
             raise EvaluationError(f"no pipeline_meta in the checkpoint and {f} missing: run `python pipeline.py`")
         meta = orjson.loads(f.read_bytes())
     return meta
-
-
-def default_target(df: pd.DataFrame, window: int) -> float:
-    """The train split's mean per-window return sum: mean of train rows' `return` x window."""
-    r = df.loc[df["split"] == "train", "return"].to_numpy(dtype=np.float64)
-    return float(r.mean() * window) if r.size else 0.0
-
-
-def honest_rtg(returns: np.ndarray, target: float) -> np.ndarray:
-    """RTG_t = target - sum_{k<t} r_k along the last axis: (B, T) -> (B, T), no future used."""
-    r = np.asarray(returns, dtype=np.float64)
-    past = np.zeros_like(r)
-    past[..., 1:] = np.cumsum(r[..., :-1], axis=-1)  # exclusive: r_t itself never enters RTG_t
-    return target - past
 
 
 # ---------------------------------------------------------------- twin predictions
@@ -235,7 +229,7 @@ def run(cfg: EvalConfig) -> dict:
     if missing:
         raise EvaluationError(f"{cfg.processed} lacks columns {missing}: rerun `python pipeline.py --force`")
     window = min(window, model.config.context)
-    target = default_target(df, window) if cfg.target_rtg is None else float(cfg.target_rtg)
+    target = honest_target(df, window) if cfg.target_rtg is None else float(cfg.target_rtg)
     tr = predict_split(model, df, "train", window, cols, [target], device, cfg.batch_size)
     p05, p95 = np.quantile(tr["rtg_realised"], [0.05, 0.95]).tolist()
     lo = p05 if cfg.sweep_min is None else cfg.sweep_min

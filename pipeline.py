@@ -57,7 +57,7 @@ HINT = "run `python demo_data.py` for demo data or `python download_bucket.py` t
 # unrealized_pnl are NOT carried: the state features of those names own the columns (the raw
 # bar-end value would leak bar t's action into its state); the raw position is inv_up - inv_down.
 CARRIED_COLUMNS = ["inv_up", "inv_down", "cost_basis", "exposure_usdc", "realized_pnl", "close",
-                   "u_close", "has_data"]
+                   "u_close", "has_data", "settle_up"]
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ import feature_engineering as fe
 import state_features as sf
 from action_discretization import ACTIONS, START_ACTION, discretize
 from data_ingestion import add_config_args
-from evaluate import _device, honest_rtg
-from sequence_preparation import RTG_SCALE, returns
+from evaluate import _device
+from sequence_preparation import RTG_SCALE, honest_rtg, returns
 
 log = logging.getLogger("predict")
 

@@ -216,6 +216,22 @@ class TraderSequenceDataset:
         }
 
 
+def honest_target(df: pd.DataFrame, window: int) -> float:
+    """A target RTG that uses no future information: the train split's mean per-window return
+    sum (mean of the train rows' `return` x window); 0.0 without train rows."""
+    r = df.loc[df["split"] == "train", "return"].to_numpy(dtype=np.float64)
+    return float(r.mean() * window) if r.size else 0.0
+
+
+def honest_rtg(returns: np.ndarray, target: float) -> np.ndarray:
+    """RTG_t = target - sum_{k<t} r_k along the last axis, (B, T) -> (B, T): r_t itself and every
+    later return stay out, so conditioning on it is what a live bot could do."""
+    r = np.asarray(returns, dtype=np.float64)
+    past = np.zeros_like(r)
+    past[..., 1:] = np.cumsum(r[..., :-1], axis=-1)  # exclusive cumulative sum
+    return target - past
+
+
 def load_processed(processed: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
     """Read the processed parquet (pyarrow), sorted by (address, bar_start), index 0..N-1."""
     import pyarrow.parquet as pq

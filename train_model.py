@@ -49,7 +49,13 @@ import torch
 from action_discretization import ACTIONS, N_ACTIONS
 from data_ingestion import add_config_args, atomic_write
 from model_architecture import ModelConfig, TraderDecisionTransformer
-from sequence_preparation import PROCESSED_PATH, load_processed, make_dataloader, meta_path_for
+from sequence_preparation import (
+    PROCESSED_PATH,
+    honest_target,
+    load_processed,
+    make_dataloader,
+    meta_path_for,
+)
 from training import (
     TraderTrainer,
     TrainerConfig,
@@ -242,6 +248,9 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     model = TraderDecisionTransformer.from_config(model_config)
     model.set_rtg_norm(rtg_target_std(probe.dataset))
     counts = train_class_counts(cfg.processed)
+    # model selection conditions on a target from the train split, never the realised val RTG
+    target = honest_target(load_processed(cfg.processed, ["address", "bar_start", "split", "return"]),
+                           int(meta["window"]))
     total = cfg.epochs * len(train_loader)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(100, math.ceil(0.05 * total))
     if world > 1:
@@ -274,7 +283,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
             tr = trainer.train_epoch(train_loader, epoch=epoch, progress=is_main)
         except TrainingDiverged as e:
             raise TrainError(f"training diverged: {e}") from None
-        val = trainer.validate(val_loader)
+        val = trainer.validate(val_loader, target_rtg=target)
         improved = trainer.update_early_stopping(val)
         best_epoch = epoch if improved else best_epoch
         rec = {"epoch": epoch, "train": tr, "val": val, "best": improved,
@@ -284,7 +293,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
             payload = {"model_state_dict": unwrap(model).state_dict(), "model_config": model_config,
                        **trainer.state_dict(), "rng_state": capture_rng_state(), "epoch": epoch,
                        "metrics": {"train": tr, "val": val}, "pipeline_meta": meta,
-                       "train_config": train_config, "class_weights": trainer.class_weights.tolist(),
+                       "train_config": train_config, "honest_target": target, "class_weights": trainer.class_weights.tolist(),
                        "actions": list(ACTIONS)}
             save_checkpoint(last_path, payload)
             if improved:

@@ -175,10 +175,14 @@ class TraderTrainer:
         nb = self.device.type == "cuda"
         return {k: v.to(self.device, non_blocking=nb) for k, v in batch.items() if torch.is_tensor(v)}
 
-    def _forward(self, model, b: dict):
-        """(logits (B,T,A) fp32, rtg_pred (B,T) fp32, ce, mse) for one batch on the device."""
+    def _forward(self, model, b: dict, rtg_in: torch.Tensor | None = None):
+        """(logits (B,T,A) fp32, rtg_pred (B,T) fp32, ce, mse) for one batch on the device.
+
+        rtg_in replaces the conditioning input (default: the realised b["rtg"]); the RTG head's
+        target stays the realised RTG_{t+1}."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            logits, rtg_pred = model(b["rtg"], b["states"], b["prev_actions"])
+            logits, rtg_pred = model(b["rtg"] if rtg_in is None else rtg_in, b["states"],
+                                     b["prev_actions"])
         logits, rtg_pred = logits.float(), rtg_pred.float()
         actions = b["actions"].masked_fill(~b["mask"], IGNORE_INDEX)
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), actions.reshape(-1),
@@ -229,8 +233,14 @@ class TraderTrainer:
         return out
 
     @torch.no_grad()
-    def validate(self, loader) -> dict:
-        """Metrics over all real positions of `loader` (eval mode, no dropout, no grad)."""
+    def validate(self, loader, target_rtg: float | None = None) -> dict:
+        """Metrics over all real positions of `loader` (eval mode, no dropout, no grad).
+
+        By default the model is conditioned on the realised RTG, as in training (the seed's
+        validation). With target_rtg (a fraction) it is conditioned honestly, as a live bot would
+        be: RTG_t = target - sum_{k<t} r_k, so no return at or after t enters position t; model
+        selection uses this, because the realised RTG_t contains r_t, which reveals whether the
+        trader traded in bar t."""
         model = unwrap(self.model)  # no DDP collectives: every rank scores the full loader
         was_training = model.training
         model.eval()
@@ -239,7 +249,11 @@ class TraderTrainer:
         ys, preds = [], []
         for batch in loader:
             b = self._to_device(batch)
-            logits, rtg_pred, _, _ = self._forward(model, b)
+            rtg_in = None
+            if target_rtg is not None:  # (B, T) exclusive cumsum of past returns, model units
+                past = F.pad(torch.cumsum(b["returns"][:, :-1], dim=1), (1, 0))
+                rtg_in = (float(target_rtg) - past) * RTG_SCALE
+            logits, rtg_pred, _, _ = self._forward(model, b, rtg_in)
             m = b["mask"]
             y = b["actions"][m]
             nll = F.cross_entropy(logits[m], y, reduction="none")

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import evaluate
+import sequence_preparation
 from action_discretization import START_ACTION
 from model_architecture import TraderDecisionTransformer
 from state_features import STATE_FEATURES
@@ -83,12 +84,12 @@ def report(synthetic) -> dict:
 
 def test_honest_rtg_starts_at_the_target_and_uses_only_past_returns():
     r = np.random.default_rng(0).normal(size=(2, 10))
-    rtg = evaluate.honest_rtg(r, 0.03)
+    rtg = sequence_preparation.honest_rtg(r, 0.03)
     np.testing.assert_allclose(rtg[:, 0], 0.03)
     np.testing.assert_allclose(rtg[:, 4], 0.03 - r[:, :4].sum(1))
     r2 = r.copy()
     r2[:, 4:] += 7.0  # changing r_k for k >= 4 leaves RTG_t for t <= 4 unchanged
-    np.testing.assert_array_equal(evaluate.honest_rtg(r2, 0.03)[:, :5], rtg[:, :5])
+    np.testing.assert_array_equal(sequence_preparation.honest_rtg(r2, 0.03)[:, :5], rtg[:, :5])
 
 
 def test_honest_conditioning_equals_predict_with_target_rtg(synthetic):

@@ -26,7 +26,8 @@ INPUT_COLUMNS = ["split", *STATE_FEATURES, "prev_action"]
 PARQUET_COLUMNS = ["address", "bar_start", "split", *STATE_FEATURES, "action", "prev_action",
                    "net_shares", "return", "pnl", "tbm_event", "tbm_label", "tbm_ret",
                    "tbm_exit_bars", "tbm_both", "inv_up", "inv_down", "cost_basis",
-                   "exposure_usdc", "realized_pnl", "close", "u_close", "has_data", "slug", "open"]
+                   "exposure_usdc", "realized_pnl", "close", "u_close", "has_data", "settle_up", "slug",
+                   "open"]
 META_KEYS = {"config", "state_features", "state_dim", "bar_interval", "window", "stride",
              "rtg_scale", "capital", "features", "actions", "labels", "scales", "rows_per_split",
              "class_counts_per_split", "warnings", "created"}
@@ -259,3 +260,16 @@ def test_missing_or_empty_data_dir_says_what_to_do(tmp_path, capsys):
     line = capsys.readouterr().err.strip()
     assert "\n" not in line and "demo_data.py" in line and "download_bucket.py" in line
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_settle_up_is_the_ingestion_payout_of_each_market(full):
+    df = full["df"]
+    inside = df["slug"].notna()
+    # the demo files carry `resolution`, so each market's payout is exactly its resolution
+    files = sorted(full["data"].rglob("btc-updown-15m-*_prices.json"))
+    paid = {d["slug"]: float(d["resolution"] == "Up")
+            for d in (orjson.loads(f.read_bytes()) for f in files)}
+    got = df.loc[inside, ["slug", "settle_up"]]
+    assert len(got) > 0
+    assert (got["settle_up"].to_numpy() == got["slug"].map(paid).to_numpy()).all()
+    assert df.loc[~inside, "settle_up"].isna().all()

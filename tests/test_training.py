@@ -154,6 +154,23 @@ def test_validate_needs_only_model_and_device_and_ignores_padding():
     assert a["loss"] == pytest.approx(b["loss"], rel=1e-6) and a["accuracy"] == b["accuracy"]
 
 
+def test_honest_validate_ignores_the_realised_rtg_and_the_current_return():
+    val = Synthetic(8, seed=3, pad_every=2)
+    trainer = TraderTrainer(tiny_model(), device="cpu")
+    loader = DataLoader(val, batch_size=4)
+    honest = trainer.validate(loader, target_rtg=0.05)
+    leaky = trainer.validate(loader)
+    # the realised RTG (which contains r_t) and the last bar's return never reach the inputs
+    for it in val.items:
+        it["rtg"] = it["rtg"] * -3.0 + 11.0
+        it["returns"][-1] = 0.5
+    again = trainer.validate(loader, target_rtg=0.05)
+    for k in ("accuracy", "macro_f1", "balanced_accuracy"):
+        assert again[k] == honest[k]
+    # and the conditioning really differs from the realised one (control)
+    assert trainer.validate(loader)["loss"] != pytest.approx(leaky["loss"], rel=1e-9)
+
+
 def test_nan_loss_raises_naming_epoch_and_step():
     trainer = TraderTrainer(tiny_model(), device="cpu")
     with pytest.raises(TrainingDiverged, match="epoch 3 step 0"):
