@@ -1,19 +1,16 @@
 """File parsing and event validation for data_ingestion (one price file -> compact arrays).
 
-Promise: `parse_file(path, address)` never raises. It reads one JSON file (a seed price file,
-or a Polymarket data-api /trades dump), validates every event against DESIGN.md "Input
-contract", and returns the surviving events of each market as compact numpy arrays plus a
-report whose counts reconcile exactly: read = used + sum(dropped.values()). It runs inside the
-process-pool workers of `data_ingestion.load_events`, so it imports no project module.
-
+Promise: `parse_files(jobs)` never raises. It reads JSON files (seed price files or Polymarket
+data-api /trades dumps), validates every event against DESIGN.md "Input contract" and returns
+the surviving events of each market as compact numpy arrays plus per-file reports whose counts
+reconcile exactly: read = used + sum(dropped.values()). It runs in the process-pool workers of
+`data_ingestion.load_events`, so it imports no project module.
 No-leakage rule: parsing is per file and per event; nothing here looks across time.
-
 Run alone: no CLI; `python data_ingestion.py --data_dir DIR` runs it for every file.
 
 Decisions where the issue is silent:
-- JSON is read with orjson; a file orjson rejects is retried with the standard library (which
-  accepts NaN, Infinity and integers beyond 64 bits) before it is quarantined as invalid JSON;
-  the non-finite values it lets through are then dropped per event.
+- A file orjson rejects is retried with the stdlib json (NaN, Infinity, integers beyond 64
+  bits) before it is quarantined as invalid JSON; non-finite values are then dropped per event.
 - Numeric fields accept JSON numbers and numeric strings; booleans, lists and objects are wrong
   types. `t` must be Unix milliseconds in [2000-01-01, 2100-01-01); fractional ms are floored.
 - Aliases: type ohlcv|bar|candle; open|o, high|h, low|l, close|c, volume|v; size|shares;
@@ -22,12 +19,11 @@ Decisions where the issue is silent:
 - ohlcv: all four prices must be inside (0, 1) (token bar) or all > 1 (underlying bar), with
   low <= min(open, close) and high >= max(open, close); volume is optional (0) but >= 0.
   price_change: mid optional (else (bid + ask) / 2), must lie in [bid, ask].
-- Ids: `id`, else `transactionHash|tx_hash` + `index|logIndex|log_index` (read on fills); a repeat of an id in
-  the same file is dropped as `duplicate_id`. Identical-looking events (equal in every
-  normalised field but the id) are kept and counted.
-- Data-api dumps: a top-level JSON list is a dump (see `convert_data_api_trades`); records are
-  grouped by (proxyWallet, slug), `timestamp` is seconds (values >= 1e11 are taken as ms), and a
-  transaction hash alone is not an id (one transaction can hold several real fills).
+- Ids: `id`, else `transactionHash|tx_hash` + `index|logIndex|log_index` (read on fills); a
+  repeat of an id in the same file is dropped as `duplicate_id`. Identical-looking events
+  (equal in every normalised field but the id) are kept and counted.
+- A top-level JSON list is a data-api dump (`convert_data_api_trades`); a transaction hash
+  alone is not an id there (one transaction can hold several real fills).
 - A slug that is not `btc-updown-15m-<start>` makes the market skipped (its events are counted as
   dropped `not_btc_15m`); a file with no slug, no `prices` list or unreadable JSON is quarantined.
   A valid file whose events are all invalid is kept as a market with no events (so dropping
@@ -42,7 +38,6 @@ import re
 from collections import Counter
 from collections.abc import Hashable
 from itertools import chain, repeat
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -55,9 +50,8 @@ TRADE, PRICE_CHANGE, OHLCV, UNDERLYING = 0, 1, 2, 3
 KIND_NAMES = ("trade", "price_change", "ohlcv", "underlying")
 TYPE_ALIASES = {"trade": TRADE, "price_change": PRICE_CHANGE, "ohlcv": OHLCV, "bar": OHLCV,
                 "candle": OHLCV, None: -2}
-FIELD_ALIASES = {"open": ("o",), "high": ("h",), "low": ("l",), "close": ("c",),
-                 "volume": ("v",), "size": ("shares",), "best_bid": ("bid",),
-                 "best_ask": ("ask",)}
+FIELD_ALIASES = {"open": ("o",), "high": ("h",), "low": ("l",), "close": ("c",), "volume": ("v",),
+                 "size": ("shares",), "best_bid": ("bid",), "best_ask": ("ask",)}
 NUMERIC_FIELDS = ("t", "price", "size", "usdc", "best_bid", "best_ask", "mid",
                   "open", "high", "low", "close", "volume")
 ARRAY_FIELDS = ("t", "kind", "price", "size", "side", "outcome", "usdc", "best_bid",
@@ -89,44 +83,31 @@ def _column(events: list, key: str, default: object = None) -> list:
 
 
 def _numbers(vals: list) -> tuple[np.ndarray, np.ndarray]:
-    """(float64 values, wrong-type mask) of one JSON field; None -> NaN (missing).
-
-    A clean column (ints, floats, None) converts in one numpy call; only a column holding other
-    JSON types takes the per-element fallback (numeric strings accepted, bools rejected)."""
+    """(float64 values, wrong-type mask) of one JSON field; None -> NaN (missing). Only a column
+    holding other than ints, floats and None goes per element (numeric str ok, bool wrong)."""
     types = set(map(type, vals))
     if types <= _NUMERIC_TYPES:
         try:
-            if type(None) in types:
-                return np.array(vals, dtype=np.float64), np.zeros(len(vals), bool)
-            return np.fromiter(vals, np.float64, count=len(vals)), np.zeros(len(vals), bool)
+            return np.array(vals, dtype=np.float64), np.zeros(len(vals), bool)
         except OverflowError:  # an integer beyond float range
             pass
-    out = np.full(len(vals), np.nan)
-    wrong = np.zeros(len(vals), bool)
+    out, wrong = np.full(len(vals), np.nan), np.zeros(len(vals), bool)
     for i, v in enumerate(vals):  # messy-column fallback only
-        if v is None:
-            continue
-        if type(v) is bool or not isinstance(v, int | float | str):
+        if v is not None and (type(v) is bool or not isinstance(v, int | float | str)):
             wrong[i] = True
-            continue
-        try:
-            out[i] = float(v)
-        except (ValueError, OverflowError):
-            wrong[i] = True
+        elif v is not None:
+            try:
+                out[i] = float(v)
+            except (ValueError, OverflowError):
+                wrong[i] = True
     return out, wrong
-
-
-def _present(vals: list) -> np.ndarray:
-    """True where the field was given (neither absent nor null)."""
-    return (np.fromiter(map(operator.is_not, vals, repeat(_MISSING)), bool, count=len(vals))
-            & np.fromiter(map(operator.is_not, vals, repeat(None)), bool, count=len(vals)))
 
 
 def _codes(vals: list, table: dict, unknown: int) -> np.ndarray:
     """Map JSON values to int codes through `table` (which maps None too): exact lookups at C
     speed, then a case-insensitive retry for the misses only; still unknown -> `unknown`."""
     try:
-        out = np.array(list(map(table.get, vals, repeat(unknown))), dtype=np.int64)
+        out = np.fromiter(map(table.get, vals, repeat(unknown)), np.int64, count=len(vals))
     except TypeError:  # an unhashable value (list, object)
         out = np.array([table.get(v, unknown) if isinstance(v, Hashable) else unknown
                         for v in vals], dtype=np.int64)
@@ -159,8 +140,8 @@ def _block(sub: list, fields: tuple) -> np.ndarray | None:
     try:
         rows = list(map(operator.itemgetter(*fields), sub))
         if set(map(type, chain.from_iterable(rows))) <= {int, float}:
-            flat = np.fromiter(chain.from_iterable(rows), np.float64, count=len(rows) * len(fields))
-            return flat.reshape(len(sub), len(fields))
+            n = len(rows) * len(fields)
+            return np.fromiter(chain.from_iterable(rows), np.float64, count=n).reshape(len(sub), -1)
     except (KeyError, TypeError, OverflowError):
         pass
     return None
@@ -168,22 +149,19 @@ def _block(sub: list, fields: tuple) -> np.ndarray | None:
 
 def _pick(events: list, idx: np.ndarray) -> list:
     """events[idx] as a list, at C speed."""
-    if len(idx) == 0:
-        return []
-    got = operator.itemgetter(*idx.tolist())(events)
+    got = operator.itemgetter(*idx.tolist())(events) if len(idx) else ()
     return [got] if len(idx) == 1 else list(got)
 
 
 # ---------------------------------------------------------------- validation
 def validate_events(events: list, unit: np.ndarray, n_units: int) -> tuple[dict, np.ndarray,
                                                                           list, np.ndarray]:
-    """Validate dict events of many units (markets) at once, vectorised over the whole batch.
+    """Validate dict events of many units (markets) at once; unit[i] is the unit of events[i].
 
-    unit[i] is the unit of events[i]. Returns (arrays of the used events sorted by (unit, t),
-    stable, with arrays["unit"]; counts (n_units x len(REASONS)) of every event by reason, where
-    reason 0 is "used"; unknown type names per unit; identical-looking events per unit). Each
-    event lands in exactly one reason, so counts.sum(1) is the events of each unit. Fields are
-    extracted per event type (a price_change is read for t, bid, ask and mid only)."""
+    Returns (arrays of the used events sorted by (unit, t), stable, with arrays["unit"]; counts
+    (n_units x len(REASONS)) by reason, reason 0 = "used", so counts.sum(1) is the events of
+    each unit; unknown type names per unit; identical-looking events per unit). Fields are
+    read per event type (a price_change for t, bid, ask and mid only)."""
     n = len(events)
     raw_type = _column(events, "type")
     kind = _codes(raw_type, TYPE_ALIASES, -1)
@@ -215,22 +193,20 @@ def validate_events(events: list, unit: np.ndarray, n_units: int) -> tuple[dict,
                 x[gap], bad[gap] = np.where(np.isnan(xa), x[gap], xa), ba
                 vals = [*vals]
                 for j, v in zip(gap.tolist(), va, strict=True):
-                    if v is not _MISSING:
-                        vals[j] = v
+                    vals[j] = vals[j] if v is _MISSING else v
             num[f][idx], fin[f][idx] = x, ~bad & np.isfinite(x)
-            if f in _OPTIONAL:  # given = neither absent nor null (an explicit NaN is given)
+            if f in _OPTIONAL:  # an explicit NaN is given
                 maybe = np.flatnonzero(np.isnan(x) & ~bad)
                 pres = ~np.isnan(x) | bad
-                if len(maybe):
-                    pres[maybe] = _present(_pick(vals, maybe))
+                for i in maybe.tolist():  # given = neither absent nor null
+                    pres[i] = vals[i] is not _MISSING and vals[i] is not None
                 given[f][idx] = pres
         if k == TRADE:
             id_keys |= set().union(*sub) & _ID_KEYS
-        elif any(map(operator.contains, sub, repeat("id"))):
-            id_keys.add("id")
-        if k == TRADE:
             side[idx] = _codes(_column(sub, "side"), _SIDES, -9)
             out_c[idx] = _codes(_column(sub, "outcome"), _OUTCOMES, -1)
+        elif any(map(operator.contains, sub, repeat("id"))):
+            id_keys.add("id")
 
     reason = np.zeros(n, np.int8)
 
@@ -265,14 +241,12 @@ def validate_events(events: list, unit: np.ndarray, n_units: int) -> tuple[dict,
         v = num["volume"]
         fail(is_oh & given["volume"] & ~(fin["volume"] & (v >= 0) & (v < 1e15)), "bad_volume")
     kind = np.where(is_oh & under, UNDERLYING, kind).astype(np.int8)
-    valid_kind = np.flatnonzero(kind >= 0)
-    ids = _ids(_pick(events, valid_kind), id_keys) if id_keys else None
+    ids = _ids(_pick(events, valid_kind := np.flatnonzero(kind >= 0)), id_keys) if id_keys else None
     if ids is not None:  # an explicit id repeated among valid events of one unit
         full = np.full(n, None, dtype=object)
         full[valid_kind] = ids
-        ids = full
-        has = (reason == 0) & ~np.equal(ids, None)
-        dup = pd.DataFrame({"u": unit[has], "id": ids[has]}).duplicated().to_numpy()
+        has = (reason == 0) & ~np.equal(full, None)
+        dup = pd.DataFrame({"u": unit[has], "id": full[has]}).duplicated().to_numpy()
         reason[np.flatnonzero(has)[dup]] = REASONS.index("duplicate_id")
     counts = np.bincount(unit.astype(np.int64) * len(REASONS) + reason,
                          minlength=n_units * len(REASONS)).reshape(n_units, len(REASONS))
@@ -284,32 +258,29 @@ def validate_events(events: list, unit: np.ndarray, n_units: int) -> tuple[dict,
     ok = ok[np.lexsort((t[ok], unit[ok]))]
     k = kind[ok]
     trade, quote_k, bar_k = k == TRADE, k == PRICE_CHANGE, k >= OHLCV
-    nan = np.nan
-    arrays = {
-        "unit": unit[ok].astype(np.int32), "t": np.floor(t[ok]).astype(np.int64), "kind": k,
-        "price": np.where(trade, p[ok], nan), "size": np.where(trade, s[ok], nan),
-        "side": np.where(trade, side[ok], 0).astype(np.int8),
-        "outcome": np.where(trade, out_c[ok], 0).astype(np.int8),
-        "usdc": np.where(trade & fin["usdc"][ok], u[ok], nan),
-        "best_bid": np.where(quote_k, b[ok], nan), "best_ask": np.where(quote_k, a[ok], nan),
-        "mid": np.where(quote_k, mid[ok], nan),
-        "open": np.where(bar_k, o[ok], nan), "high": np.where(bar_k, h[ok], nan),
-        "low": np.where(bar_k, lo[ok], nan), "close": np.where(bar_k, c[ok], nan),
-        "volume": np.where(bar_k, np.where(given["volume"][ok], v[ok], 0.0), nan),
-    }
+    num.update(mid=mid, volume=np.where(given["volume"], v, 0.0))
+    arrays = {"unit": unit[ok].astype(np.int32), "t": np.floor(t[ok]).astype(np.int64), "kind": k,
+              "side": np.where(trade, side[ok], 0).astype(np.int8),
+              "outcome": np.where(trade, out_c[ok], 0).astype(np.int8)}
+    for f, keep in (("price", trade), ("size", trade), ("usdc", trade & fin["usdc"][ok]),
+                    *((f, quote_k) for f in ("best_bid", "best_ask", "mid")),
+                    *((f, bar_k) for f in ("open", "high", "low", "close", "volume"))):
+        arrays[f] = np.where(keep, num[f][ok], np.nan)
     # identical-looking: equal in every normalised field but the id, within a unit; counted only
     ident = np.bincount(arrays["unit"][_duplicated_rows(arrays)], minlength=n_units)
     return arrays, counts, unknown, ident
 
 
 def _duplicated_rows(arrays: dict) -> np.ndarray:
-    """Rows equal in every array to an earlier row (NaN == NaN): a 64-bit row hash finds the
-    candidates, pandas confirms them exactly."""
+    """Rows equal in every array to an earlier row (NaN == NaN): a 64-bit hash of the columns
+    that tell clean rows apart finds the candidates, pandas confirms them over every array."""
     n = len(arrays["t"])
     h = np.zeros(n, np.uint64)
     with np.errstate(over="ignore"):
-        for x in arrays.values():
-            v = np.nan_to_num(x.astype(np.float64), nan=-7.0).view(np.uint64)
+        for f in ("unit", "t", "kind", "price", "size", "mid", "close"):
+            x = arrays[f]  # + 0.0 maps -0.0 to 0.0; every NaN hashes alike
+            v = (x.astype(np.int64) if x.dtype.kind in "iu" else
+                 np.where(np.isnan(x), -7.0, x + 0.0)).view(np.uint64)
             h = (h ^ v) * np.uint64(0x100000001B3) + np.uint64(0x9E3779B97F4A7C15)
     out = np.zeros(n, bool)
     cand = np.flatnonzero(pd.Series(h).duplicated(keep=False).to_numpy())
@@ -320,12 +291,11 @@ def _duplicated_rows(arrays: dict) -> np.ndarray:
 
 # ---------------------------------------------------------------- data-api dumps
 def convert_data_api_trades(records: list) -> list[dict]:
-    """Polymarket data-api /trades records -> seed-format file dicts, one per (address, slug).
-
-    Each dict is {"slug", "address", "prices": [trade events]} (no resolution: the data-api
-    does not carry it). `timestamp` is seconds (>= 1e11 taken as ms); fields are copied as they
-    are, so validation happens when the dicts are parsed. Records that are not objects or have no
-    str slug are left out (the loader counts them); the order of first appearance is kept."""
+    """Polymarket data-api /trades records -> seed-format file dicts {"slug", "address",
+    "prices": [trade events]}, one per (proxyWallet, slug) in order of first appearance (no
+    resolution: the data-api has none). `timestamp` is seconds (>= 1e11 taken as ms); fields are
+    copied as they are and validated when parsed. Records that are not objects or have no str
+    slug are left out (the loader counts them)."""
     files: dict[tuple, dict] = {}
     for r in records:  # one pass over records: a dump is at most thousands of rows
         if type(r) is not dict or type(r.get("slug")) is not str:
@@ -348,7 +318,8 @@ def convert_data_api_trades(records: list) -> list[dict]:
 def _read(path: str) -> tuple[object, str | None]:
     """(JSON document, None) or (None, quarantine reason)."""
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as f:  # cheaper than pathlib for many small files
+            raw = f.read()
     except OSError as e:
         return None, f"unreadable: {e.strerror or e}"
     try:
@@ -398,9 +369,8 @@ def _units(doc: object, address: str, rep: dict) -> list[tuple]:
 
 
 def parse_files(jobs: list[tuple[str, str]]) -> dict:
-    """Read and validate a batch of files [(path, address)]; never raises.
-
-    Returns {"arrays": event arrays of all used events (ARRAY_FIELDS + "unit"), sorted by
+    """Read and validate a batch of files [(path, address)]; never raises. Returns
+    {"arrays": event arrays of all used events (ARRAY_FIELDS + "unit"), sorted by
     (unit, t); "markets": [{"address", "slug", "start_s", "resolution", "path", "lo", "hi"}]
     (unit i owns arrays rows lo:hi); "reports": one per file, with read == used +
     sum(dropped.values()) and status "used" | "skipped" | "quarantined"}."""
@@ -425,15 +395,16 @@ def parse_files(jobs: list[tuple[str, str]]) -> dict:
         return _validate_units(units, owner, reps, jobs)
     except Exception as e:  # noqa: BLE001 - never raise out of the loader: fall back per file
         if len(jobs) > 1:
-            parts = [parse_files([j]) for j in jobs]
-            return merge_parsed(parts)
+            return merge_parsed([parse_files([j]) for j in jobs])
         rep = reps[0]
         rep.update(status="quarantined", reason=f"parse_error: {type(e).__name__}: {e}"[:200],
                    used=0, dropped=Counter({"quarantined_file": rep["read"]}))
-        return {"arrays": validate_events([], np.zeros(0, np.int32), 0)[0], "markets": [], "reports": [_finish(rep)]}
+        return {"arrays": validate_events([], np.zeros(0, np.int32), 0)[0], "markets": [],
+                "reports": [_finish(rep)]}
 
 
 def _validate_units(units: list, owner: list, reps: list, jobs: list) -> dict:
+    """parse_files' second half: validate the events of all units at once, fill the reports."""
     lens = [len(u[4]) for u in units]
     events = [e for u in units for e in u[4]] if len(units) > 1 else (units[0][4] if units else [])
     unit = np.repeat(np.arange(len(units), dtype=np.int32), lens)
@@ -461,8 +432,7 @@ def _validate_units(units: list, owner: list, reps: list, jobs: list) -> dict:
 def merge_parsed(parts: list[dict]) -> dict:
     """Concatenate parse_files results (units renumbered, rows offset)."""
     arrays = {k: np.concatenate([p["arrays"][k] for p in parts]) for k in parts[0]["arrays"]}
-    markets, off, u = [], 0, 0
-    units = []
+    markets, units, off, u = [], [], 0, 0
     for p in parts:
         units.append(p["arrays"]["unit"] + u)
         for m in p["markets"]:
@@ -484,12 +454,11 @@ def _finish(rep: dict) -> dict:
 
 def summarize_reports(files: list[dict], config: dict) -> dict:
     """Totals over the per-file reports; read == used + dropped holds per file and in total."""
-    dropped, unknown = Counter(), Counter()
-    for f in files:
-        f["dropped"] = dict(sorted(f["dropped"].items()))
-        f["reconciles"] = f["read"] == f["used"] + sum(f["dropped"].values())
+    dropped, unknown, skipped_markets = Counter(), Counter(), Counter()
+    for f in map(_finish, files):
         dropped.update(f["dropped"])
         unknown.update(f["unknown_types"])
+        skipped_markets.update(f["skipped_markets"])
     tot = {k: sum(f[k] for f in files) for k in ("read", "used", "duplicate_id",
                                                  "identical_looking")}
     tot.update(dropped=dict(sorted(dropped.items())), dropped_total=sum(dropped.values()),
@@ -497,9 +466,6 @@ def summarize_reports(files: list[dict], config: dict) -> dict:
                files_used=sum(f["status"] == "used" for f in files),
                files_quarantined=sum(f["status"] == "quarantined" for f in files),
                files_skipped=sum(f["status"] == "skipped" for f in files))
-    skipped_markets = Counter()
-    for f in files:
-        skipped_markets.update(f["skipped_markets"])
     return {
         "config": config, "totals": tot,
         "reconciles": tot["read"] == tot["used"] + tot["dropped_total"]

@@ -129,13 +129,14 @@ class IngestionConfig:
 # ---------------------------------------------------------------- loading
 def _frame(parsed: dict) -> pd.DataFrame:
     """parse_files output -> the event table (EVENT_COLUMNS), market = unit number."""
-    ms = parsed["markets"]
+    ms, arr = parsed["markets"], parsed["arrays"]
     n = [m["hi"] - m["lo"] for m in ms]
-    arr = parsed["arrays"]
-    return pd.DataFrame({
-        "address": pd.Categorical(np.repeat(np.array([m["address"] for m in ms], dtype=object), n)),
-        "slug": pd.Categorical(np.repeat(np.array([m["slug"] for m in ms], dtype=object), n)),
-        "market": arr["unit"], **{f: arr[f] for f in ARRAY_FIELDS}}, copy=False)
+
+    def cat(key: str) -> pd.Categorical:  # per-market codes repeated: no per-event strings
+        names, codes = np.unique(np.array([m[key] for m in ms], dtype=object), return_inverse=True)
+        return pd.Categorical.from_codes(np.repeat(codes.astype(np.int32), n), names)
+    return pd.DataFrame({"address": cat("address"), "slug": cat("slug"), "market": arr["unit"],
+                         **{f: arr[f] for f in ARRAY_FIELDS}}, copy=False)
 
 
 def load_price_file(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:

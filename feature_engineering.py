@@ -3,8 +3,8 @@
 Promise: `run(bars, train_mask, cfg)` returns one row per bar-table row (same index) with the raw
 columns `ffd_price, yz_vol, volume_z, rsi, macd_hist, bb_width` (NOT shifted, NOT normalised),
 computed per address on the price series chosen by `price_source`, and a `fitted` dict with the
-FFD order d chosen on the train split. The indicator functions equal TA-Lib's (RSI, SMA, EMA,
-MACD, BBANDS) to rounding after their warm-up; the tests check <= 1e-8 on real BTC bars.
+FFD order d chosen on the train split. sma, ema, rsi, macd_histogram and bollinger_bands call
+TA-Lib; the tests check them and TA-Lib against independent numpy references (<= 1e-8, real BTC bars).
 
 No-leakage rule: every value at row i uses only rows <= i of the same address (TA-Lib's
 convention: a bar's value includes its own close). The one-bar shift that keeps the state of bar
@@ -28,9 +28,16 @@ Decisions where the issue is silent:
   (every address stationary); adf_stat/adf_pvalue are those of the address that set d. If no d
   in the grid passes, d = 1.0 with its statistic; a series too short for the test gives d = 1.0
   and NaN statistics; a constant series gives d = 0.
-- Interior NaN in an input poison the windows (SMA, Bollinger, YZ) or the rest of the series
-  (EMA, RSI, MACD: recursions) they enter, as in TA-Lib; leading NaN are skipped like TA-Lib's
-  Python wrapper does.
+- SMA, EMA, RSI, MACD and BBANDS call TA-Lib (talib.SMA/EMA/RSI/MACD/BBANDS(matype=0)): it is the
+  field's reference, one C loop per indicator (1-2x of hand-written numpy that was 5-17x slower),
+  and "equal to TA-Lib" then holds by construction. Yang-Zhang (no TA-Lib version) keeps TTR's
+  formula with talib.VAR (x n/(n-1)) and talib.SMA as its rolling windows. volume_z and FFD stay
+  numpy (no TA-Lib counterpart; FFD long kernels use an overlap-add FFT).
+- Interior NaN poison only the windows (SMA, Bollinger, YZ) or the rest of the series (EMA, RSI,
+  MACD: recursions) they enter. TA-Lib's running sums would poison every later window value, so
+  the wrapper forward-fills gaps for the call and masks their windows. Leading non-finite values
+  are skipped like TA-Lib's Python wrapper skips leading NaN. Periods outside TA-Lib's [2, 100000]
+  (MACD signal: [1, 100000]) raise ValueError.
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter, oaconvolve
+import talib
+from scipy.signal import oaconvolve
 
 from data_ingestion import add_config_args, atomic_write
 
@@ -54,7 +62,6 @@ FEATURE_COLUMNS = ["ffd_price", "yz_vol", "volume_z", "rsi", "macd_hist", "bb_wi
 _OHLCV = {"underlying": ["u_open", "u_high", "u_low", "u_close", "u_volume"],
           "token": ["open", "high", "low", "close", "volume"]}
 _HAS = {"underlying": "has_underlying", "token": "has_data"}
-_TA_EPS = 1e-8  # TA-Lib's TA_IS_ZERO tolerance (RSI denominator, BBANDS variance)
 
 
 @dataclass(frozen=True)
@@ -141,114 +148,93 @@ def _rolling_mean_var(x: np.ndarray, n: int, ddof: int) -> tuple[np.ndarray, np.
     return mean, var
 
 
-def _ema_seeded(x: np.ndarray, n: int, seed_at: int) -> np.ndarray:
-    """EMA with k = 2/(n+1), seeded at index seed_at with the mean of x[seed_at-n+1..seed_at]."""
-    out = np.full(len(x), np.nan)
-    if seed_at >= len(x) or seed_at < n - 1:
-        return out
-    k = 2.0 / (n + 1.0)
-    seed = x[seed_at - n + 1: seed_at + 1].mean()
-    out[seed_at] = seed
-    if seed_at + 1 < len(x):
-        # y_t = k x_t + (1-k) y_{t-1}; lfilter runs the recursion in C
-        out[seed_at + 1:] = lfilter([k], [1.0, -(1.0 - k)], x[seed_at + 1:], zi=[(1.0 - k) * seed])[0]
-    return out
+def _period(name: str, n: int, low: int = 2) -> int:
+    """n as an int, or a one-line ValueError where it is outside TA-Lib's range [low, 100000]."""
+    if not low <= int(n) <= 100_000:
+        raise ValueError(f"{name} needs a period in [{low}, 100000] (TA-Lib's range), got {n}")
+    return int(n)
 
 
-# ----------------------------------------------------------------------------- indicators
+def _talib(fn, x: np.ndarray, *args, windowed: bool) -> tuple[np.ndarray, ...]:
+    """fn(x, *args) from TA-Lib as a tuple aligned to x, leading non-finite values skipped.
+
+    windowed: fn is a trailing-window statistic (SMA, VAR, BBANDS) of length args[0]. TA-Lib keeps
+    running sums, so one interior NaN would poison every later value; here the value is NaN only
+    in the windows that hold a non-finite input (the gaps are forward-filled for the call and those
+    windows masked after it). A finite last value proves no gap entered, so that path costs nothing.
+    Recursions (EMA, RSI, MACD) are left as TA-Lib has them: a NaN poisons the rest of the series.
+    """
+    b = 0 if len(x) and np.isfinite(x[0]) else _first_finite(x)
+    y = x[b:]
+    if len(y) == 0:   # TA-Lib raises on an all-NaN input
+        res = fn(np.zeros(len(x)), *args)
+        res = res if isinstance(res, tuple) else (res,)
+        return tuple(np.full(len(x), np.nan) for _ in res)
+    res = fn(y, *args)
+    res = res if isinstance(res, tuple) else (res,)
+    if windowed and not np.isfinite(res[0][-1]) and len(y) >= args[0]:
+        n = args[0]
+        bad = ~np.isfinite(y)
+        fill = np.maximum.accumulate(np.where(bad, 0, np.arange(len(y))))   # y[0] is finite
+        res = fn(y[fill], *args)
+        res = res if isinstance(res, tuple) else (res,)
+        cnt = np.cumsum(bad)
+        hit = (cnt[n - 1:] - np.r_[0, cnt[:-n]]) > 0          # window ending at j holds a gap
+        for r in res:
+            r[n - 1:][hit] = np.nan
+    if b:
+        res = tuple(np.r_[np.full(b, np.nan), r] for r in res)
+    return res
+
 
 def sma(close, n: int = 20) -> np.ndarray:
-    """Simple moving average: value i = mean(close[i-n+1..i]); NaN for the first n-1 finite bars."""
-    x = _as_float(close)
-    out = np.full(len(x), np.nan)
-    b = _first_finite(x)
-    if len(x) - b >= n:
-        out[b + n - 1:] = _rolling_sum(x[b:], n) / n
-    return out
+    """talib.SMA: value i = mean(close[i-n+1..i]); NaN for the first n-1 finite bars and in windows
+    holding a NaN."""
+    return _talib(talib.SMA, _as_float(close), _period("sma", n), windowed=True)[0]
 
 
 def ema(close, n: int = 20) -> np.ndarray:
-    """TA-Lib EMA: k = 2/(n+1), seeded with the SMA of the first n bars; value i uses bars <= i."""
-    x = _as_float(close)
-    b = _first_finite(x)
-    out = np.full(len(x), np.nan)
-    out[b:] = _ema_seeded(x[b:], n, n - 1)
-    return out
+    """talib.EMA: k = 2/(n+1), seeded with the SMA of the first n bars; value i uses bars <= i."""
+    return _talib(talib.EMA, _as_float(close), _period("ema", n), windowed=False)[0]
 
 
 def rsi(close, n: int = 14) -> np.ndarray:
-    """TA-Lib RSI: Wilder averages of gains/losses seeded with the mean of the first n changes.
+    """talib.RSI: Wilder averages of gains/losses seeded with the mean of the first n changes.
 
     Value i uses closes <= i; first value at index n (after leading NaN). 0 where the average
     gain + loss is below 1e-8 (TA-Lib's TA_IS_ZERO).
     """
-    x = _as_float(close)
-    out = np.full(len(x), np.nan)
-    b = _first_finite(x)
-    if len(x) - b <= n:
-        return out
-    d = np.diff(x[b:])                       # d[j] = x[b+j+1] - x[b+j]
-    gain, loss = np.maximum(d, 0.0), np.maximum(-d, 0.0)   # np.maximum keeps NaN
-    a = (n - 1.0) / n
-    avg = []
-    for s in (gain, loss):
-        seed = s[:n].mean()
-        rest = lfilter([1.0 / n], [1.0, -a], s[n:], zi=[a * seed])[0] if len(s) > n else np.empty(0)
-        avg.append(np.concatenate([[seed], rest]))   # aligned to x[b+n:]
-    g, l_ = avg
-    tot = g + l_
-    with np.errstate(invalid="ignore", divide="ignore"):
-        val = np.where(np.abs(tot) < _TA_EPS, 0.0, 100.0 * g / tot)
-    val[np.isnan(tot)] = np.nan
-    out[b + n:] = val
-    return out
+    return _talib(talib.RSI, _as_float(close), _period("rsi", n), windowed=False)[0]
 
 
 def macd_histogram(close, fast: int = 12, slow: int = 26, signal: int = 9) -> np.ndarray:
-    """TA-Lib MACD histogram = MACD line - signal EMA of it; value i uses closes <= i.
+    """talib.MACD histogram = MACD line - signal EMA of it; value i uses closes <= i.
 
     As TA-Lib, both EMAs are seeded at index slow-1 (the fast one with the mean of its last
     `fast` closes), the signal EMA is seeded at slow+signal-2, the first histogram value.
     """
-    if not 0 < fast < slow:
+    if not 0 < fast < slow:   # TA-Lib would silently swap them
         raise ValueError(f"macd needs 0 < fast < slow, got fast={fast} slow={slow}")
-    x = _as_float(close)
-    out = np.full(len(x), np.nan)
-    b = _first_finite(x)
-    y = x[b:]
-    if len(y) < slow + signal - 1:
-        return out
-    line = _ema_seeded(y, fast, slow - 1) - _ema_seeded(y, slow, slow - 1)   # from slow-1
-    sig = np.full(len(y), np.nan)
-    sig[slow - 1:] = _ema_seeded(line[slow - 1:], signal, signal - 1)
-    out[b:] = line - sig
-    return out
+    args = (_period("macd fast", fast), _period("macd slow", slow), _period("macd signal", signal, 1))
+    return _talib(talib.MACD, _as_float(close), *args, windowed=False)[2]
 
 
 def bollinger_bands(close, n: int = 20, k: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(upper, middle, lower) as TA-Lib BBANDS with an SMA: middle +- k sigma, value i uses <= i.
+    """(upper, middle, lower) = talib.BBANDS(n, k, k, matype=SMA): middle +- k population sigma.
 
-    sigma is the population sigma computed as TA-Lib does, sqrt(sum(x^2)/n - SMA^2), 0 where that
-    is below 1e-8, so the bands agree with TA-Lib to rounding (the cancellation costs ~1e-7 in
-    sigma at price levels ~1e5, irrelevant for a width feature).
+    Value i uses closes <= i; sigma is 0 where its variance is below 1e-8 (TA-Lib's TA_IS_ZERO).
     """
-    x = _as_float(close)
-    mid = sma(x, n)
-    b = _first_finite(x)
-    s2 = np.full(len(x), np.nan)
-    if len(x) - b >= n:
-        s2[b + n - 1:] = _rolling_sum(x[b:] * x[b:], n)
-    m2 = s2 / n - mid * mid
-    sd = np.where(m2 < _TA_EPS, 0.0, np.sqrt(np.where(m2 < _TA_EPS, 0.0, m2)))
-    sd[np.isnan(m2)] = np.nan
-    return mid + k * sd, mid, mid - k * sd
+    return _talib(talib.BBANDS, _as_float(close), _period("bollinger", n), float(k), float(k), 0,
+                  windowed=True)
 
 
 def bollinger_width(close, n: int = 20, k: float = 2.0) -> np.ndarray:
     """(upper - lower) / middle of bollinger_bands; value i uses closes <= i; NaN where middle is 0."""
     up, mid, lo = bollinger_bands(close, n, k)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(mid != 0, (up - lo) / mid, np.nan)
+        w = np.divide(np.subtract(up, lo, out=up), mid, out=up)
+    w[mid == 0] = np.nan
+    return w
 
 
 def yang_zhang(open, high, low, close, n: int = 20) -> np.ndarray:  # noqa: A002 (the seed's name)
@@ -257,23 +243,35 @@ def yang_zhang(open, high, low, close, n: int = 20) -> np.ndarray:  # noqa: A002
     sigma_i^2 = var(log(O/C_prev)) + k var(log(C/O)) + (1-k) mean(RS), k = 0.34/(1.34+(n+1)/(n-1)),
     both variances demeaned with n-1, RS = log(H/C)log(H/O) + log(L/C)log(L/O), every term over
     bars i-n+1..i; value i uses bars i-n..i (the previous close), first value at index n.
+    The windows are TA-Lib's: talib.VAR (population, times n/(n-1)) and talib.SMA.
     """
     o, h, lo, c = (_as_float(v) for v in (open, high, low, close))
-    if n < 2:
-        raise ValueError(f"yang_zhang needs n >= 2, got {n}")
+    n = _period("yang_zhang", n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        overnight = np.concatenate([[np.nan], np.log(o[1:] / c[:-1])])
-        oc = np.log(c / o)
-        rs = np.log(h / c) * np.log(h / o) + np.log(lo / c) * np.log(lo / o)
+        # ratios then logs in place: every fresh 8 MB temporary costs page faults at 1e6 bars
+        overnight = np.empty(len(c))
+        overnight[:1] = np.nan
+        np.log(np.divide(o[1:], c[:-1], out=overnight[1:]), out=overnight[1:])
+        oc, hc, lc = (np.log(r, out=r) for r in (c / o, h / c, lo / c))
+        # RS = hc (hc + oc) + lc (lc + oc), as log(H/O) = log(H/C) + log(C/O); in place: four logs
+        rs = np.add(hc, oc)
+        rs *= hc
+        lc *= np.add(lc, oc, out=hc)
+        rs += lc
     kk = 0.34 / (1.34 + (n + 1.0) / (n - 1.0))
-    b = _first_finite(overnight)
+    b = 1 if len(c) > 1 and np.isfinite(overnight[1]) else _first_finite(overnight)
     out = np.full(len(c), np.nan)
     if len(c) - b < n:
         return out
-    s2o = _rolling_mean_var(overnight[b:], n, 1)[1]
-    s2c = _rolling_mean_var(oc[b:], n, 1)[1]
-    s2rs = _rolling_mean_var(rs[b:], n, 0)[0]
-    out[b:] = np.sqrt(np.maximum(s2o + kk * s2c + (1.0 - kk) * s2rs, 0.0))
+    s2o = _talib(talib.VAR, overnight[b:], n, windowed=True)[0]
+    s2c = _talib(talib.VAR, oc[b:], n, windowed=True)[0]
+    s2rs = _talib(talib.SMA, rs[b:], n, windowed=True)[0]
+    s2c *= kk
+    s2o += s2c
+    s2o *= n / (n - 1.0)                              # population -> sample variance
+    s2rs *= 1.0 - kk
+    s2o += s2rs
+    out[b:] = np.sqrt(np.maximum(s2o, 0.0, out=s2o), out=s2o)
     return out
 
 

@@ -54,6 +54,75 @@ def test_indicators_equal_talib_with_leading_nan_and_other_periods(btc):
     assert _max_diff_after_warmup(fe.sma(c, 50), talib.SMA(c, 50)) <= TOL
 
 
+# ----------------------------------------------------------------------------- independent references
+# Written from the textbook formulas, sharing no code with the module or TA-Lib, so a wrapper that
+# misaligns TA-Lib's output (or a TA-Lib with a different seed convention) fails here.
+
+def _ema_ref(x: np.ndarray, n: int, seed_at: int | None = None) -> np.ndarray:
+    """EMA with k = 2/(n+1), seeded at seed_at (default n-1) with the mean of the n values up to it."""
+    seed_at = n - 1 if seed_at is None else seed_at
+    k, out = 2.0 / (n + 1.0), np.full(len(x), np.nan)
+    out[seed_at] = x[seed_at - n + 1: seed_at + 1].mean()
+    for i in range(seed_at + 1, len(x)):
+        out[i] = k * x[i] + (1.0 - k) * out[i - 1]
+    return out
+
+
+def _rsi_ref(x: np.ndarray, n: int) -> np.ndarray:
+    """Wilder RSI: averages of gains/losses seeded with the mean of the first n changes, first value at n."""
+    d = np.diff(x)
+    g, l_ = d[:n].clip(min=0).mean(), (-d[:n]).clip(min=0).mean()
+    out = np.full(len(x), np.nan)
+    out[n] = 100.0 * g / (g + l_)
+    for i in range(n, len(d)):
+        g = (g * (n - 1) + max(d[i], 0.0)) / n
+        l_ = (l_ * (n - 1) + max(-d[i], 0.0)) / n
+        out[i + 1] = 100.0 * g / (g + l_)
+    return out
+
+
+def _macd_hist_ref(x: np.ndarray, fast: int, slow: int, signal: int) -> np.ndarray:
+    """MACD histogram with both EMAs seeded at slow-1 and the signal EMA at slow+signal-2."""
+    line = _ema_ref(x, fast, slow - 1) - _ema_ref(x, slow, slow - 1)
+    sig = np.full(len(x), np.nan)
+    sig[slow - 1:] = _ema_ref(line[slow - 1:], signal)
+    return line - sig
+
+
+@pytest.mark.parametrize("transform", ["price", "log"])
+def test_module_and_talib_equal_independent_reference(btc, transform):
+    c = btc["close"].to_numpy(float)
+    c = np.log(c) if transform == "log" else c
+    for n in (12, 26):
+        ref = _ema_ref(c, n)
+        assert _max_diff_after_warmup(fe.ema(c, n), ref) <= TOL
+        assert _max_diff_after_warmup(talib.EMA(c, n), ref) <= TOL
+    for n in (7, 14):
+        ref = _rsi_ref(c, n)
+        assert _max_diff_after_warmup(fe.rsi(c, n), ref) <= TOL
+        assert _max_diff_after_warmup(talib.RSI(c, n), ref) <= TOL
+    ref = _macd_hist_ref(c, 12, 26, 9)
+    assert _max_diff_after_warmup(fe.macd_histogram(c, 12, 26, 9), ref) <= TOL
+    assert _max_diff_after_warmup(talib.MACD(c, 12, 26, 9)[2], ref) <= TOL
+    # leading NaN are skipped: the values are the reference on the finite tail, shifted
+    cn = np.r_[np.full(37, np.nan), c[:1500]]
+    tail = _rsi_ref(c[:1500], 14)
+    assert _max_diff_after_warmup(fe.rsi(cn, 14), np.r_[np.full(37, np.nan), tail]) <= TOL
+
+
+def test_windowed_indicators_nan_only_in_windows_holding_a_gap(btc):
+    c = btc["close"].to_numpy(float)[:1500].copy()
+    c[:5] = np.nan
+    c[700] = np.nan
+    m = np.array([np.nan if i < 24 or 700 <= i < 720 else c[i - 19: i + 1].mean() for i in range(len(c))])
+    assert _max_diff_after_warmup(fe.sma(c, 20), m) <= TOL
+    up, mid, lo = fe.bollinger_bands(c, 20, 2.0)
+    np.testing.assert_array_equal(np.isnan(mid), np.isnan(m))
+    sd = np.array([np.nan if np.isnan(v) else c[i - 19: i + 1].std() for i, v in enumerate(m)])
+    np.testing.assert_allclose(up - mid, 2 * sd, atol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(np.isnan(fe.rsi(c, 14)[700:]), True)   # a recursion: poisoned
+
+
 def test_rsi_flat_series_is_zero_like_talib():
     c = np.r_[np.full(30, 0.5), np.linspace(0.5, 0.6, 30)]
     np.testing.assert_allclose(fe.rsi(c, 14), talib.RSI(c, 14), atol=TOL, equal_nan=True)
