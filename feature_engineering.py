@@ -422,21 +422,31 @@ def run(bars: pd.DataFrame, train_mask, cfg: FeatureConfig) -> tuple[pd.DataFram
     return feats, fitted
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_standalone_args(p: argparse.ArgumentParser, out_default: str) -> None:
+    """The stand-alone I/O flags of a stage run on data/bars.parquet: --bars, --out, --train_end."""
     p.add_argument("--bars", default="data/bars.parquet", help="bar table parquet (data_ingestion)")
-    p.add_argument("--out", default="data/features.parquet", help="output parquet")
+    p.add_argument("--out", default=out_default, help="output parquet")
     p.add_argument("--train_end", default=None,
                    help="UTC time: bars before it are train (default: the first 70%% of bar times)")
+
+
+def standalone_train_mask(bars: pd.DataFrame, train_end: str | None) -> np.ndarray:
+    """(N,) bool: bar_start < train_end, or the first 70 % of bar times when it is None."""
+    t = pd.to_datetime(bars["bar_start"], utc=True)
+    end = pd.Timestamp(train_end, tz="UTC") if train_end else t.quantile(0.7)
+    return (t < end).to_numpy()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_standalone_args(p, "data/features.parquet")
     add_config_args(p, FeatureConfig)
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = FeatureConfig(**{k: getattr(a, k) for k in FeatureConfig.__dataclass_fields__})
     try:
         bars = pd.read_parquet(a.bars)
-        t = pd.to_datetime(bars["bar_start"], utc=True)
-        end = pd.Timestamp(a.train_end, tz="UTC") if a.train_end else t.quantile(0.7)
-        feats, fitted = run(bars, (t < end).to_numpy(), cfg)
+        feats, fitted = run(bars, standalone_train_mask(bars, a.train_end), cfg)
     except (OSError, ValueError, KeyError) as e:
         print(f"feature_engineering: {a.bars}: {e} (run data_ingestion.py first, or fix the flag)",
               file=sys.stderr)

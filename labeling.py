@@ -259,22 +259,17 @@ def run(bars: pd.DataFrame, price, train_mask, cfg: LabelConfig) -> tuple[pd.Dat
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bars", default="data/bars.parquet", help="bar table parquet (data_ingestion)")
-    p.add_argument("--out", default="data/labels.parquet", help="output parquet")
-    p.add_argument("--train_end", default=None,
-                   help="UTC time: bars before it are train (default: the first 70%% of bar times)")
+    from feature_engineering import add_standalone_args, resolve_price_source, standalone_train_mask
+
+    add_standalone_args(p, "data/labels.parquet")
     p.add_argument("--price_source", default="auto", help="auto | underlying | token")
     add_config_args(p, LabelConfig)
     a = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = LabelConfig(**{k: getattr(a, k) for k in LabelConfig.__dataclass_fields__})
     try:
-        from feature_engineering import resolve_price_source
-
         bars = pd.read_parquet(a.bars)
-        t = pd.to_datetime(bars["bar_start"], utc=True)
-        end = pd.Timestamp(a.train_end, tz="UTC") if a.train_end else t.quantile(0.7)
-        train = (t < end).to_numpy()
+        train = standalone_train_mask(bars, a.train_end)
         src = resolve_price_source(bars, a.price_source, train)
         price = bars["u_close" if src == "underlying" else "close"]
         labels, calib = run(bars, price, train, cfg)
