@@ -134,17 +134,45 @@ def _ids(events: list, keys: set) -> np.ndarray | None:
     return pair if ids is None else np.where(np.equal(ids, None), pair, ids)
 
 
-def _block(sub: list, fields: tuple) -> np.ndarray | None:
-    """(len(sub), len(fields)) float64 when every event has every field as a JSON number (the
-    common, clean case: one C pass per event instead of one per field), else None."""
+def _block(sub: list, fields: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+    """((len(sub), len(fields)) float64 read in one C pass, rows to re-read checked), or None
+    when an event lacks a field or holds what float() refuses. np.fromiter converts through
+    float(), as the checked read does, but cannot tell null (-> NaN) or a bool (-> 1.0/0.0)
+    from a number: rows holding NaN, 0.0 or 1.0 are re-read by `_checked` (rare when clean)."""
     try:
-        rows = list(map(operator.itemgetter(*fields), sub))
-        if set(map(type, chain.from_iterable(rows))) <= {int, float}:
-            n = len(rows) * len(fields)
-            return np.fromiter(chain.from_iterable(rows), np.float64, count=n).reshape(len(sub), -1)
-    except (KeyError, TypeError, OverflowError):
-        pass
-    return None
+        vals = chain.from_iterable(map(operator.itemgetter(*fields), sub))
+        block = np.fromiter(vals, np.float64, count=len(sub) * len(fields)).reshape(len(sub), -1)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    recheck = np.flatnonzero((np.isnan(block) | (block == 0.0) | (block == 1.0)).any(axis=1))
+    return block, recheck
+
+
+def _checked(sub: list, fields: tuple) -> tuple[dict, dict, dict]:
+    """Per-field read of `sub` that tells every JSON type apart: (values, finite, given) per
+    field; a missing canonical name falls back to its aliases, a wrong type is not finite."""
+    num, fin, given = {}, {}, {}
+    for f in fields:
+        vals = _column(sub, f, _MISSING)
+        x, bad = _numbers(vals)
+        for alias in FIELD_ALIASES.get(f, ()):  # where the canonical name is absent only
+            gap = np.flatnonzero(np.isnan(x) & ~bad)
+            if len(gap) == 0:
+                break
+            va = _column(_pick(sub, gap), alias, _MISSING)
+            xa, ba = _numbers(va)
+            x[gap], bad[gap] = np.where(np.isnan(xa), x[gap], xa), ba
+            vals = [*vals]
+            for j, v in zip(gap.tolist(), va, strict=True):
+                vals[j] = vals[j] if v is _MISSING else v
+        num[f], fin[f] = x, ~bad & np.isfinite(x)
+        if f in _OPTIONAL:  # an explicit NaN is given
+            maybe = np.flatnonzero(np.isnan(x) & ~bad)
+            pres = ~np.isnan(x) | bad
+            for i in maybe.tolist():  # given = neither absent nor null
+                pres[i] = vals[i] is not _MISSING and vals[i] is not None
+            given[f] = pres
+    return num, fin, given
 
 
 def _pick(events: list, idx: np.ndarray) -> list:
@@ -155,13 +183,13 @@ def _pick(events: list, idx: np.ndarray) -> list:
 
 # ---------------------------------------------------------------- validation
 def validate_events(events: list, unit: np.ndarray, n_units: int) -> tuple[dict, np.ndarray,
-                                                                          list, np.ndarray]:
+                                                                          dict, np.ndarray]:
     """Validate dict events of many units (markets) at once; unit[i] is the unit of events[i].
 
     Returns (arrays of the used events sorted by (unit, t), stable, with arrays["unit"]; counts
     (n_units x len(REASONS)) by reason, reason 0 = "used", so counts.sum(1) is the events of
-    each unit; unknown type names per unit; identical-looking events per unit). Fields are
-    read per event type (a price_change for t, bid, ask and mid only)."""
+    each unit; {unit: Counter of unknown type names}; identical-looking events per unit).
+    Fields are read per event type (a price_change for t, bid, ask and mid only)."""
     n = len(events)
     raw_type = _column(events, "type")
     kind = _codes(raw_type, TYPE_ALIASES, -1)
@@ -175,32 +203,20 @@ def validate_events(events: list, unit: np.ndarray, n_units: int) -> tuple[dict,
         if len(idx) == 0:
             continue
         sub = _pick(events, idx)
-        block = _block(sub, fields)
-        for j, f in enumerate(fields):
-            if block is not None:  # every field given, every value a JSON number
+        fast = _block(sub, fields)
+        if fast is None:  # a missing field or a wrong type somewhere: read every row checked
+            got, rows = _checked(sub, fields), idx
+        else:
+            block, again = fast
+            for j, f in enumerate(fields):
                 num[f][idx], fin[f][idx] = block[:, j], np.isfinite(block[:, j])
                 if f in _OPTIONAL:
                     given[f][idx] = True
-                continue
-            vals = _column(sub, f, _MISSING)
-            x, bad = _numbers(vals)
-            for alias in FIELD_ALIASES.get(f, ()):  # where the canonical name is absent only
-                gap = np.flatnonzero(np.isnan(x) & ~bad)
-                if len(gap) == 0:
-                    break
-                va = _column(_pick(sub, gap), alias, _MISSING)
-                xa, ba = _numbers(va)
-                x[gap], bad[gap] = np.where(np.isnan(xa), x[gap], xa), ba
-                vals = [*vals]
-                for j, v in zip(gap.tolist(), va, strict=True):
-                    vals[j] = vals[j] if v is _MISSING else v
-            num[f][idx], fin[f][idx] = x, ~bad & np.isfinite(x)
-            if f in _OPTIONAL:  # an explicit NaN is given
-                maybe = np.flatnonzero(np.isnan(x) & ~bad)
-                pres = ~np.isnan(x) | bad
-                for i in maybe.tolist():  # given = neither absent nor null
-                    pres[i] = vals[i] is not _MISSING and vals[i] is not None
-                given[f][idx] = pres
+            got, rows = _checked(_pick(sub, again), fields), idx[again]
+        for f in fields:  # the checked rows overwrite the fast ones
+            num[f][rows], fin[f][rows] = got[0][f], got[1][f]
+            if f in _OPTIONAL:
+                given[f][rows] = got[2][f]
         if k == TRADE:
             id_keys |= set().union(*sub) & _ID_KEYS
             side[idx] = _codes(_column(sub, "side"), _SIDES, -9)
@@ -250,9 +266,9 @@ def validate_events(events: list, unit: np.ndarray, n_units: int) -> tuple[dict,
         reason[np.flatnonzero(has)[dup]] = REASONS.index("duplicate_id")
     counts = np.bincount(unit.astype(np.int64) * len(REASONS) + reason,
                          minlength=n_units * len(REASONS)).reshape(n_units, len(REASONS))
-    unknown = [Counter() for _ in range(n_units)]
+    unknown: dict[int, Counter] = {}
     for i in np.flatnonzero(kind == -1):  # unknown types are rare: name them per unit
-        unknown[unit[i]][str(raw_type[i])[:40]] += 1
+        unknown.setdefault(int(unit[i]), Counter())[str(raw_type[i])[:40]] += 1
 
     ok = np.flatnonzero(reason == 0)
     ok = ok[np.lexsort((t[ok], unit[ok]))]
@@ -406,7 +422,7 @@ def parse_files(jobs: list[tuple[str, str]]) -> dict:
 def _validate_units(units: list, owner: list, reps: list, jobs: list) -> dict:
     """parse_files' second half: validate the events of all units at once, fill the reports."""
     lens = [len(u[4]) for u in units]
-    events = [e for u in units for e in u[4]] if len(units) > 1 else (units[0][4] if units else [])
+    events = list(chain.from_iterable(u[4] for u in units))
     unit = np.repeat(np.arange(len(units), dtype=np.int32), lens)
     arrays, counts, unknown, ident = validate_events(events, unit, len(units))
     bounds = np.searchsorted(arrays["unit"], np.arange(len(units) + 1))
@@ -418,7 +434,8 @@ def _validate_units(units: list, owner: list, reps: list, jobs: list) -> dict:
             rep["dropped"][REASONS[r]] += int(counts[i, r])
         rep["duplicate_id"] += int(counts[i, REASONS.index("duplicate_id")])
         rep["identical_looking"] += int(ident[i])
-        rep["unknown_types"].update(unknown[i])
+        if i in unknown:
+            rep["unknown_types"].update(unknown[i])
         rep["slugs"].append(slug)
         markets.append({"address": address, "slug": slug, "start_s": start_s, "resolution": res,
                         "path": jobs[owner[i]][0], "lo": int(bounds[i]), "hi": int(bounds[i + 1])})

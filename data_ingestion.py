@@ -51,6 +51,7 @@ _ingestion_positions.py):
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import logging
 import multiprocessing as mp
 import os
@@ -149,8 +150,11 @@ def load_price_file(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
 
 def _find_files(data_dir: Path) -> list[Path]:
     """Price files and data-api dumps under data_dir, sorted, each once."""
-    found = set(data_dir.rglob(PRICE_FILE_GLOB)) | set(data_dir.rglob(DATA_API_GLOB))
-    return sorted((p for p in found if p.is_file()), key=str)
+    found = []  # os.walk + fnmatch: one directory scan, no per-file stat (rglob stats each)
+    for root, _dirs, names in os.walk(data_dir):
+        hit = set(fnmatch.filter(names, PRICE_FILE_GLOB)) | set(fnmatch.filter(names, DATA_API_GLOB))
+        found += [Path(root, n) for n in hit if os.path.isfile(os.path.join(root, n))]
+    return sorted(found, key=str)
 
 
 def load_events(cfg: IngestionConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:

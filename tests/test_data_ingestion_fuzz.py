@@ -125,3 +125,51 @@ def test_empty_and_degenerate_files():
     for raw in (b"", b"{}", b"[]", b"null", b"[[[[", b'{"slug": 5, "prices": []}',
                 b'{"slug": "btc-updown-15m-1768904100", "prices": []}', b"\xff\xfe", b"1e999"):
         _check(raw)
+
+
+# the fast numeric read (one np.fromiter pass per event type) must judge exactly as the checked
+# per-field read: mostly clean, complete events (so the fast path runs) with weird values mixed in
+# (values float() accepts, so the fast read stays on; a value it refuses is a plain fallback)
+convertible = st.one_of(st.none(), st.booleans(), st.floats(), st.integers(-10**6, 10**13),
+                        st.sampled_from([0, 1, 0.0, 1.0, -0.0, "0.5", " 1 ", "nan", "1", "1e3"]))
+
+
+def _mostly(clean: st.SearchStrategy) -> st.SearchStrategy:
+    return st.one_of(clean, clean, clean, convertible)
+
+
+_px, _t = _mostly(st.floats(0.01, 0.99)), _mostly(st.integers(T0, T0 + 900_000))
+complete = st.one_of(
+    st.fixed_dictionaries({"type": st.just("trade"), "t": _t, "price": _px,
+                           "size": _mostly(st.floats(0.1, 1e4)), "usdc": _mostly(st.floats(0, 1e4)),
+                           "side": st.sampled_from(["BUY", "SELL"]),
+                           "outcome": st.sampled_from(["Up", "Down"])}),
+    st.fixed_dictionaries({"type": st.just("price_change"), "t": _t, "best_bid": _px,
+                           "best_ask": _px, "mid": _px}),
+    st.fixed_dictionaries({"type": st.sampled_from(["ohlcv", "bar"]), "t": _t, "open": _px,
+                           "high": _px, "low": _px, "close": _px,
+                           "volume": _mostly(st.floats(0, 1e6))}))
+
+
+@settings(max_examples=800, **SETTINGS)
+@given(st.lists(complete, max_size=40), st.integers(1, 3))
+def test_fast_numeric_read_judges_like_the_checked_read(evs, n_units):
+    import numpy as np
+
+    import _ingestion_parse as ip
+
+    evs = [e for e in evs if isinstance(e, dict)]
+    unit = (np.arange(len(evs)) % n_units).astype(np.int32)
+    fast = ip.validate_events(evs, unit, n_units)
+    real_block = ip._block
+    try:
+        ip._block = lambda sub, fields: None  # force the checked read for every event
+        slow = ip.validate_events(evs, unit, n_units)
+    finally:
+        ip._block = real_block
+    assert fast[0].keys() == slow[0].keys()
+    for k in fast[0]:
+        np.testing.assert_array_equal(fast[0][k], slow[0][k], err_msg=k)
+    np.testing.assert_array_equal(fast[1], slow[1])
+    assert fast[2] == slow[2]
+    np.testing.assert_array_equal(fast[3], slow[3])
