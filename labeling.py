@@ -6,8 +6,9 @@ Promise: `run(bars, price, train_mask, cfg)` returns columns aligned to `bars` -
 `tbm_both` (bool: the exit bar touched both barriers) - and `calibration` = {"pt", "sl",
 "horizon", "n_round_trips", "source", "n_events", "n_both", "n_unlabelled"}.
 
-No-leakage rule: labels are targets, never state, so they look forward from the entry bar; the
-embargo of sequence_preparation (one window >= horizon) keeps a label from straddling two splits.
+No-leakage rule: labels are targets, never state, so they look forward from the entry bar, but
+never across a split: a path ends at the last row of its split part (`split`, else the train
+mask), whatever the horizon, so no label straddles two parts even when horizon > window.
 Calibration (pt, sl, horizon) uses only round trips lying wholly on train rows (including the
 reference bar before entry), so changing any non-train row leaves it unchanged.
 
@@ -206,16 +207,20 @@ def _path_columns(bars: pd.DataFrame, price: np.ndarray) -> tuple[str | None, li
     return None, []
 
 
-def run(bars: pd.DataFrame, price, train_mask, cfg: LabelConfig) -> tuple[pd.DataFrame, dict]:
-    """Triple Barrier labels aligned to bars and the calibration used (see module docstring)."""
+def run(bars: pd.DataFrame, price, train_mask, cfg: LabelConfig, split=None
+        ) -> tuple[pd.DataFrame, dict]:
+    """Triple Barrier labels aligned to bars and the calibration used (see module docstring).
+    split: optional (N,) part labels (train/embargo/val/...); a path never leaves its part."""
     for col in ("address", "bar_start", "net_shares", "inventory"):
         if col not in bars:
             raise ValueError(f"bar table lacks column {col!r} needed for labels")
     n = len(bars)
     px = np.asarray(price, dtype=float).ravel()
     train = np.asarray(train_mask, dtype=bool).ravel()
-    if px.shape != (n,) or train.shape != (n,):
-        raise ValueError(f"price {px.shape} and train_mask {train.shape} must be ({n},) like bars")
+    part = train if split is None else pd.factorize(np.asarray(split, dtype=object).ravel())[0]
+    if px.shape != (n,) or train.shape != (n,) or part.shape != (n,):
+        raise ValueError(f"price {px.shape}, train_mask {train.shape} and split {part.shape} "
+                         f"must be ({n},) like bars")
     order = np.lexsort((bars["bar_start"].to_numpy(), bars["address"].astype(str).to_numpy()))
     kind, rng_cols = _path_columns(bars, px)
     key = bars["address"].astype(str)
@@ -231,7 +236,9 @@ def run(bars: pd.DataFrame, price, train_mask, cfg: LabelConfig) -> tuple[pd.Dat
         raw_open = raw_h = raw_l = px[order]
     o, h, lo = (np.where(np.isfinite(v), v, close) for v in (raw_open, raw_h, raw_l))
     ref = entry_reference(close, raw_open, seg)
-    seg_end = segment_last(seg)
+    # a path also ends where the split part changes: both run ids are non-decreasing, so their
+    # (N,) sum steps up wherever either does
+    seg_end = segment_last(seg + np.concatenate([[0], np.cumsum(np.diff(part[order]) != 0)]))
     net = np.nan_to_num(bars["net_shares"].to_numpy(float)[order])
     inv = np.nan_to_num(bars["inventory"].to_numpy(float)[order])
     calib = calibrate(inv, close, ref, seg, train[order], cfg, net)

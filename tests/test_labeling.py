@@ -213,3 +213,24 @@ def test_positions_opened_and_settled_inside_one_bar_are_events_and_round_trips(
     moves = np.array([1 / 100, -(100 / 101 - 1), 103 / 102 - 1, -(101 / 103 - 1), 100 / 101 - 1])
     assert cal["pt"] == pytest.approx(np.median(moves[moves > 0]))
     assert cal["sl"] == pytest.approx(np.median(-moves[moves < 0]))
+
+
+def test_label_path_never_crosses_a_split_even_when_horizon_exceeds_it():
+    # a long entry at bar 1 (train) and at bar 6 (val); price crashes in the embargo/val rows
+    close = [100, 100, 101, 102, 60, 60, 60, 60, 200, 200]
+    split = np.array(["train"] * 4 + ["embargo"] * 2 + ["val"] * 4, dtype=object)
+    net = [0, 10, 0, 0, 0, 0, 10, 0, 0, 0]
+    inv = [0, 10, 10, 10, 10, 10, 20, 20, 20, 20]
+    bars = _bars(close, net, inv)
+    cfg = lb.LabelConfig(pt=0.5, sl=0.3, horizon=50)
+    labels, _ = lb.run(bars, bars["u_close"], split == "train", cfg, split=split)
+    ev = np.flatnonzero(labels["tbm_event"].to_numpy())
+    assert ev.tolist() == [1, 6]
+    # train event: ends at its part's last bar (3) at the vertical barrier, blind to the crash
+    assert labels["tbm_exit_bars"][1] == 2 and labels["tbm_label"][1] == 0.0
+    assert labels["tbm_ret"][1] == pytest.approx(102 / 100 - 1)
+    # val event: reaches the profit barrier inside val (60 -> 200)
+    assert labels["tbm_label"][6] == 1.0 and labels["tbm_exit_bars"][6] == 2
+    # without the split the same train event looks into the embargo and hits the stop
+    labels_all, _ = lb.run(bars, bars["u_close"], np.ones(len(bars), bool), cfg)
+    assert labels_all["tbm_label"][1] == -1.0
