@@ -21,7 +21,11 @@ Decisions where the issue is silent:
 - No key-padding mask: windows are right-padded, so with causal attention a real position never
   attends to a padding position; padding outputs are ignored by the loss (mask / -100).
 - The attention is one fused `F.scaled_dot_product_attention(is_causal=True)` call per block
-  (nanoGPT style); there is no Python loop over time steps.
+  (nanoGPT style); there is no Python loop over time steps. Exception, for speed: training on
+  CPU with dropout, where SDPA would fall back to its math path and draw the attention-weight
+  dropout with bernoulli_ (40 % of a step), `causal_attention_dropout` computes the same thing
+  with a cheaper mask (`keep_mask`: 16-bit lanes of 64-bit draws, p on a 1/65536 grid); the
+  residual/embedding dropouts use it too. Same seed => same masks; CUDA keeps SDPA/F.dropout.
 - RTG scale: DESIGN's RTG x 100 is O(100) when per-bar returns are O(1) of capital (binary
   markets settling at 0/1), which would swamp the embedding and the MSE; a `rtg_norm` buffer
   (the train std of the RTG targets, see train_model.py) rescales inside the model only.
@@ -65,6 +69,55 @@ class ModelConfig:
     """Dropout on embeddings, attention weights and residual branches (training only)."""
 
 
+@torch.library.custom_op("trader_twin::keep_mask", mutates_args=(),
+                         tags=(torch.Tag.nondeterministic_seeded,))
+def keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Dropout keep mask shaped like x (contiguous, x's dtype): 1 w.p. 1 - p, else 0.
+
+    p is rounded to a 1/65536 grid: each full-range 64-bit draw of the default generator gives
+    four uniform 16-bit lanes, compared with p's threshold (the seed and the RNG state still
+    decide the mask). On CPU this is ~4x cheaper than bernoulli_ (one draw per element), which
+    took 40 % of a training step; uint8 -> float is used because bool -> float is 3x slower.
+    A custom op (never recomputed: nondeterministic_seeded) so torch.compile keeps one graph.
+    x must not require grad (pass x.detach()): the mask has no gradient."""
+    n = x.numel()
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
+    lanes = words.view(torch.int16)[:n].view(x.shape)  # uniform on -32768..32767
+    return (lanes >= -32768 + round(p * 65536)).view(torch.uint8).to(x.dtype)
+
+
+@keep_mask.register_fake
+def _keep_mask_fake(x: torch.Tensor, p: float) -> torch.Tensor:
+    return x.new_empty(x.shape)
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout that draws its mask with keep_mask on CPU (same distribution: 0 w.p. p,
+    else x / (1 - p)); F.dropout elsewhere (CUDA's bernoulli is fast)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if x.device.type != "cpu" or self.p >= 1:
+            return F.dropout(x, self.p, True)
+        return (x * keep_mask(x.detach(), self.p)).mul_(1.0 / (1.0 - self.p))
+
+
+def causal_attention_dropout(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hd) + causal -inf) with dropout p on the weights, times v.
+
+    q, k, v (B, H, T, hd) -> (B, H, T, hd): what F.scaled_dot_product_attention(is_causal=True,
+    dropout_p=p) computes. On CPU a dropout_p > 0 sends SDPA to its math path (bernoulli_ on the
+    (B, H, T, T) weights plus -inf checks and masking passes); here the mask is keep_mask's, the
+    causal mask an additive bias inside one baddbmm, and 1/(1-p) scales the 8x smaller output."""
+    B, H, T, hd = q.shape
+    bias = torch.full((T, T), float("-inf"), device=q.device, dtype=q.dtype).triu_(1)  # (T, T)
+    q, k, v = (z.reshape(B * H, T, hd) for z in (q, k, v))
+    att = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=hd**-0.5).softmax(-1)  # (BH, T, T)
+    y = torch.bmm(att * keep_mask(att.detach(), p), v).mul_(1.0 / (1.0 - p))  # (BH, T, hd)
+    return y.view(B, H, T, hd)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where position t attends to positions <= t only."""
 
@@ -72,9 +125,9 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_heads = cfg.n_heads
         self.dropout = cfg.dropout
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)  # fused q, k, v projection
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
-        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.resid_drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, cache: list | None = None) -> torch.Tensor:
         B, T, C = x.shape
@@ -85,10 +138,12 @@ class CausalSelfAttention(nn.Module):
             if cache:
                 k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
             cache[:] = [k, v]
-        causal = cache is None or T > 1  # one new query may see every cached key
-        y = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=causal
-        )
+        p = self.dropout if self.training else 0.0
+        if p > 0 and p < 1 and cache is None and x.device.type == "cpu":
+            y = causal_attention_dropout(q, k, v, p)
+        else:  # fused kernel (flash on CPU without dropout; flash/efficient on CUDA)
+            causal = cache is None or T > 1  # one new query may see every cached key
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_drop(self.proj(y))
 
@@ -100,7 +155,7 @@ class MLP(nn.Module):
         super().__init__()
         self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model)
         self.proj = nn.Linear(4 * cfg.d_model, cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.proj(F.gelu(self.fc(x))))
@@ -148,7 +203,7 @@ class TraderDecisionTransformer(nn.Module):
         self.embed_action = nn.Embedding(action_dim + 1, d_model)  # E_a; row action_dim = START
         self.project = nn.Linear(3 * d_model, d_model)  # concat(3 d) -> d
         self.pos = nn.Embedding(context, d_model)  # learned positional encoding
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(d_model)
         self.action_head = nn.Linear(d_model, action_dim)

@@ -14,7 +14,7 @@ No-leakage rule: class weights come from train-split action counts; the model is
 train windows only; val only selects the checkpoint and stops training (the test split is
 evaluate.py's).
 
-Run alone: `python train_model.py [--epochs 50] [--batch_size 32] [--device auto] ...`;
+Run alone: `python train_model.py [--epochs 50] [--batch_size 32] [--device auto] [--compile] ...`;
 multi-GPU: `torchrun --nproc_per_node 4 train_model.py --device cuda`.
 
 Decisions where the issue is silent:
@@ -112,6 +112,8 @@ class TrainConfig:
     """Weight of the RTG MSE in the loss."""
     num_workers: int = 0
     """DataLoader worker processes."""
+    compile: bool = TrainerConfig.compile
+    """Train steps through torch.compile (opt-in; see TrainerConfig.compile and BENCHMARKS.md)."""
     stop_after_epoch: int | None = None
     """End this process after that epoch (simulated pre-emption; continue with --resume)."""
 
@@ -260,7 +262,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     trainer = TraderTrainer(model, device=device, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             warmup_steps=warmup, total_steps=total, grad_clip=cfg.grad_clip,
                             class_weights=class_weights_from_counts(counts), rtg_weight=cfg.rtg_weight,
-                            patience=cfg.patience)
+                            patience=cfg.patience, compile=cfg.compile)
     history: list[dict] = []
     start = 1
     if ckpt:

@@ -1,4 +1,5 @@
-"""TraderDecisionTransformer: shapes, the seed defaults, input checks, and the causal no-leak rule."""
+"""TraderDecisionTransformer: shapes, the seed defaults, input checks, the causal no-leak rule
+(eval and training mode), and the CPU dropout path (keep_mask, Dropout, causal_attention_dropout)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ from dataclasses import asdict
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from action_discretization import N_ACTIONS, START_ACTION
-from model_architecture import ModelConfig, TraderDecisionTransformer
+from model_architecture import (
+    Dropout,
+    ModelConfig,
+    TraderDecisionTransformer,
+    causal_attention_dropout,
+    keep_mask,
+)
 
 
 def tiny(**kw) -> TraderDecisionTransformer:
@@ -156,3 +164,92 @@ def test_kv_cached_steps_equal_the_full_forward():
         torch.testing.assert_close(rtg_pred, ref_rtg[:, t], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="cache is full"):
         model.step(rtg[:, 0], states[:, 0], prev[:, 0], cache)
+
+
+# ------------------------------------------------------------------ CPU dropout path
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_keep_mask_is_a_seeded_bernoulli_mask(p):
+    x = torch.zeros(256, 1024)
+    torch.manual_seed(3)
+    a = keep_mask(x, p)
+    torch.manual_seed(3)
+    b = keep_mask(x, p)
+    assert torch.equal(a, b) and a.dtype == x.dtype and a.shape == x.shape
+    assert set(a.unique().tolist()) <= {0.0, 1.0}
+    assert abs(float(a.mean()) - (1 - p)) < 0.004  # 262144 draws: sd 0.001
+    flat = a.reshape(-1)  # lanes of one 64-bit word are independent
+    lanes = torch.stack([flat[i::4] for i in range(4)])
+    assert torch.corrcoef(lanes).fill_diagonal_(0).abs().max() < 0.02
+    assert not torch.equal(keep_mask(x, p), a)  # the generator moved on
+    odd = keep_mask(torch.zeros(3, 5, 7, dtype=torch.float64), p)  # numel not a multiple of 4
+    assert odd.shape == (3, 5, 7) and odd.dtype == torch.float64
+    assert bool((keep_mask(x, 0.0) == 1).all())
+
+
+def test_dropout_zeroes_with_probability_p_and_rescales_the_rest():
+    drop = Dropout(0.25)
+    x = torch.rand(200, 500) + 1.0
+    y = drop.train()(x)
+    zero = y == 0
+    assert abs(float(zero.float().mean()) - 0.25) < 0.01
+    torch.testing.assert_close(y[~zero], x[~zero] / 0.75)
+    x.requires_grad_(True)
+    torch.manual_seed(0)
+    drop(x).sum().backward()
+    torch.manual_seed(0)
+    torch.testing.assert_close(x.grad, keep_mask(x.detach(), 0.25) / 0.75)
+    assert drop.eval()(x) is x
+
+
+def test_causal_attention_dropout_equals_sdpa_math_with_the_same_mask():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 24, 8, generator=g, requires_grad=True) for _ in range(3))
+    torch.manual_seed(5)
+    y = causal_attention_dropout(q, k, v, 0.2)
+    torch.manual_seed(5)  # the same draw: the mask of the (B*H, T, T) weights
+    keep = keep_mask(torch.zeros(8, 24, 24), 0.2).view(2, 4, 24, 24)
+    causal = torch.ones(24, 24, dtype=torch.bool).tril()
+    att = (q @ k.transpose(-1, -2) / 8**0.5).masked_fill(~causal, float("-inf")).softmax(-1)
+    ref = (att * keep / 0.8) @ v
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(y.square().sum(), (q, k, v))
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    for a, b in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # without dropout it is the fused causal SDPA
+    torch.testing.assert_close(causal_attention_dropout(q, k, v, 1e-9),
+                               F.scaled_dot_product_attention(q, k, v, is_causal=True), rtol=1e-5, atol=1e-6)
+
+
+def test_training_mode_outputs_at_t_ignore_inputs_after_t():
+    """The CPU dropout attention path is causal too (same seed = same dropout masks)."""
+    model, t = tiny().train(), 9
+    rtg, states, prev = inputs()
+    torch.manual_seed(1)
+    ref, _ = model(rtg, states, prev)
+    states2 = states.clone()
+    states2[:, t + 1:] += 10.0
+    torch.manual_seed(1)
+    out, _ = model(rtg, states2, prev)
+    torch.testing.assert_close(out[:, : t + 1], ref[:, : t + 1], rtol=0, atol=1e-6)
+    assert (out[:, t + 1] - ref[:, t + 1]).abs().max() > 1e-4
+    torch.manual_seed(2)  # and dropout is on: another seed, other masks
+    assert (model(rtg, states, prev)[0] - ref).abs().max() > 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, imported by inductor
+def test_compiled_model_equals_eager_with_dropout_on():
+    """torch.compile keeps the CPU dropout path in one graph and draws the same masks in the
+    same order (no_grad: forward only; the trainer test covers the backward)."""
+    model = tiny().train()
+    compiled = torch.compile(model)
+    x = inputs()
+    with torch.no_grad():
+        torch.manual_seed(4)
+        ref_logits, ref_rtg = model(*x)
+        torch.manual_seed(4)
+        logits, rtg = compiled(*x)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(rtg, ref_rtg, rtol=1e-4, atol=1e-4)
+    assert (ref_logits - model.eval()(*x)[0]).abs().max() > 1e-4  # dropout was on

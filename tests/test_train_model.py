@@ -102,6 +102,23 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(small, tmp_path):
     assert va == vb and len(va) == 4
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, imported by inductor
+def test_compile_flag_trains_and_writes_an_eager_loadable_checkpoint(small, tmp_path):
+    from train_model import main
+
+    # 21 train windows = 3 batches of 7: one shape, one compilation
+    main(["--compile", "--processed", str(small), "--output_dir", str(tmp_path), "--data_dir",
+          str(tmp_path / "none"), "--epochs", "1", "--batch_size", "7", "--device", "cpu",
+          "--d_model", "16", "--n_layers", "1", "--n_heads", "2"])
+    ck = torch.load(tmp_path / "last.pt")
+    assert ck["train_config"]["compile"] is True and ck["epoch"] == 1
+    assert np.isfinite(ck["metrics"]["train"]["loss"]) and ck["metrics"]["train"]["steps"] == 3
+    from model_architecture import TraderDecisionTransformer
+
+    TraderDecisionTransformer.from_config(ck["model_config"]).load_state_dict(ck["model_state_dict"])
+
+
 def test_resume_without_checkpoint_is_a_user_error(small, tmp_path):
     from train_model import TrainError
 

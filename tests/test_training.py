@@ -142,6 +142,28 @@ def test_trainer_learns_and_validate_matches_an_independent_computation():
     assert m["macro_f1"] > m["baseline_macro_f1"] + 0.2  # learned the state -> action rule
 
 
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, imported by inductor
+def test_compiled_trainer_follows_the_eager_trainer_and_saves_plain_weights():
+    train = Synthetic(32, seed=0)  # 2 steps of 16
+    runs = {}
+    for compile in (False, True):
+        torch.manual_seed(0)  # dropout on: the compiled graph draws the same masks in the same order
+        model = TraderDecisionTransformer(state_dim=S, action_dim=5, d_model=32, n_layers=2,
+                                          n_heads=4, context=T, dropout=0.1)
+        trainer = TraderTrainer(model, device="cpu", lr=3e-3, warmup_steps=1, compile=compile)
+        torch.manual_seed(7)
+        out = [trainer.train_epoch(DataLoader(train, batch_size=16), epoch=1)]
+        runs[compile] = (out, model.state_dict())
+    (eager, w_eager), (comp, w_comp) = runs[False], runs[True]
+    assert [o["steps"] for o in comp] == [2]
+    for a, b in zip(eager, comp, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+    assert w_comp.keys() == w_eager.keys()  # no "_orig_mod." prefix: checkpoints stay loadable
+    for k, v in w_eager.items():
+        torch.testing.assert_close(w_comp[k], v, rtol=1e-3, atol=1e-4)
+
+
 def test_validate_needs_only_model_and_device_and_ignores_padding():
     val = Synthetic(8, seed=2, pad_every=1)
     trainer = TraderTrainer(tiny_model(), device="cpu")
