@@ -1,9 +1,11 @@
 """Benchmark: training throughput, achieved FLOP/s and decision latency of the Decision Transformer.
 
 Prints, in one run, at the seed config (B=32, T=128, d_model=128, 6 layers, 8 heads):
-- windows/s of one train step (forward + backward + AdamW step) for TraderDecisionTransformer
-  and for HF transformers' DecisionTransformerModel at the same width/depth/heads/context
-  (state_dim 17, act_dim 5; it interleaves 3 tokens per bar, so it attends over 3T = 384 tokens);
+- windows/s of one train step (forward + backward + AdamW step, fused AdamW for both models) for
+  TraderDecisionTransformer, eager and under torch.compile (the opt-in `--compile` of
+  train_model.py; compile time not timed), and for HF transformers' DecisionTransformerModel
+  (eager) at the same width/depth/heads/context (state_dim 17, act_dim 5; it interleaves 3
+  tokens per bar, so it attends over 3T = 384 tokens);
 - achieved GFLOP/s of both, counted analytically (6 x matmul params x tokens + 12 x layers x
   d_model x T^2 per window for attention, nanoGPT's estimate, the causal half not discounted),
   against a matmul peak measured in the same run (torch.mm of two n x n matrices; fp32 on
@@ -12,8 +14,9 @@ Prints, in one run, at the seed config (B=32, T=128, d_model=128, 6 layers, 8 he
   through TraderInference.predict_with_target_rtg with the observed actions, and one
   KV-cached model.step with the 127 previous bars cached, as a live bot would run it).
 
-Run: `python bench/bench_training.py [--device cpu|cuda] [--steps 4] [--hf_steps 2] [--threads N]`
-(about 1-2 minutes on 2 CPU cores). On CUDA both models train under bf16 autocast.
+Run: `python bench/bench_training.py [--device cpu|cuda] [--steps 4] [--hf_steps 2] [--threads N]
+[--skip_compile]` (1-2 minutes on 2 CPU cores, +45 s of compiling on a cold inductor cache). On CUDA both models
+train under bf16 autocast. The load average is printed at the start and the end.
 """
 
 from __future__ import annotations
@@ -80,18 +83,25 @@ def time_steps(step, device: torch.device, warmup: int, steps: int) -> float:
     return statistics.median(times)
 
 
-def ours_step(device: torch.device):
-    """Train-step closure for TraderDecisionTransformer at the seed config."""
+def optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
+    """The same AdamW for both models (fused, as TraderTrainer's)."""
+    return torch.optim.AdamW(model.parameters(), lr=3e-4, fused=True)
+
+
+def ours_step(device: torch.device, compile: bool = False):
+    """Train-step closure for TraderDecisionTransformer at the seed config (compiled: the
+    forward and its backward through torch.compile, as TraderTrainer(compile=True))."""
     torch.manual_seed(0)
     model = TraderDecisionTransformer(state_dim=S, action_dim=A, d_model=D, n_layers=L, n_heads=H,
                                       context=T).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    opt = optimizer(model)
+    fwd = torch.compile(model) if compile else model
     rtg, states = torch.randn(B, T, device=device), torch.randn(B, T, S, device=device)
     prev, y = torch.randint(0, A + 1, (B, T), device=device), torch.randint(0, A, (B, T), device=device)
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            logits, rtg_pred = model(rtg, states, prev)
+            logits, rtg_pred = fwd(rtg, states, prev)
         loss = F.cross_entropy(logits.float().reshape(-1, A), y.reshape(-1)) + 0.1 * F.mse_loss(rtg_pred.float(), rtg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -109,7 +119,7 @@ def hf_step(device: torch.device):
                                     max_ep_len=T, n_positions=3 * T, resid_pdrop=0.1, embd_pdrop=0.1,
                                     attn_pdrop=0.1)
     model = DecisionTransformerModel(cfg).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    opt = optimizer(model)
     states, rtg = torch.randn(B, T, S, device=device), torch.randn(B, T, 1, device=device)
     y = torch.randint(0, A, (B, T), device=device)
     actions = F.one_hot(y, A).float()
@@ -160,6 +170,11 @@ def latency(model, device: torch.device, reps: int) -> dict:
     return out
 
 
+def load() -> str:
+    """The 1/5/15-minute load averages, for the record next to the figures."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def free_cores() -> int:
     """CPU cores minus the 1-minute load average (>= 1): OpenMP threads on busy cores stall."""
     n = os.cpu_count() or 1
@@ -174,6 +189,7 @@ def main() -> None:
                    help="torch CPU threads (default: cores not busy with other jobs, by load average)")
     p.add_argument("--hf_steps", type=int, default=2, help="timed train steps of the HF model")
     p.add_argument("--latency_reps", type=int, default=50)
+    p.add_argument("--skip_compile", action="store_true", help="no torch.compile row")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench_training: --device cuda requested but no CUDA device is available", file=sys.stderr)
@@ -183,23 +199,29 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else f'{args.threads} threads'})"
-          f", torch {torch.__version__}, B={B} T={T} d={D} L={L} H={H}")
+          f", torch {torch.__version__}, B={B} T={T} d={D} L={L} H={H}, load average {load()}")
     peak = matmul_peak(device, 8192 if device.type == "cuda" else 2048, 5 if device.type == "cuda" else 3)
     print(f"matmul peak ({'bf16' if device.type == 'cuda' else 'fp32'} torch.mm): {peak:.1f} GFLOP/s")
+    runs = [("TraderDecisionTransformer", ours_step, T, args.steps, 1),
+            ("TraderDT torch.compile", lambda d: ours_step(d, compile=True), T, args.steps, 2),
+            ("HF DecisionTransformerModel", hf_step, 3 * T, args.hf_steps, 1)]
     rows = {}
-    for name, build, seq, n in (("TraderDecisionTransformer", ours_step, T, args.steps),
-                                ("HF DecisionTransformerModel", hf_step, 3 * T, args.hf_steps)):
+    for name, build, seq, n, warmup in runs[::2] if args.skip_compile else runs:
         model, step = build(device)
-        sec = time_steps(step, device, warmup=1, steps=n)
+        t0 = time.perf_counter()
+        sec = time_steps(step, device, warmup=warmup, steps=n)
+        compiling = f"  (compile + warmup {time.perf_counter() - t0 - n * sec:.0f} s)" if warmup > 1 else ""
         flops = train_flops(matmul_params(model), B * seq, L, D, seq, B)
         rows[name] = (B / sec, flops / sec / 1e9, model)
         print(f"{name:28s} params {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M  "
               f"{B / sec:8.1f} windows/s  {sec * 1e3:8.1f} ms/step  {flops / sec / 1e9:7.1f} GFLOP/s "
-              f"({100 * flops / sec / 1e9 / peak:.0f} % of peak)")
-    ours, hf = rows["TraderDecisionTransformer"], rows["HF DecisionTransformerModel"]
-    print(f"speed-up vs HF (windows/s): {ours[0] / hf[0]:.1f}x (goal >= 15x)")
-    for name, (p50, p90) in latency(ours[2], device, args.latency_reps).items():
+              f"({100 * flops / sec / 1e9 / peak:.0f} % of peak){compiling}")
+    hf = rows["HF DecisionTransformerModel"]
+    for name in ("TraderDecisionTransformer", "TraderDT torch.compile")[: 2 - args.skip_compile]:
+        print(f"speed-up vs HF (windows/s), {name}: {rows[name][0] / hf[0]:.1f}x (goal >= 15x)")
+    for name, (p50, p90) in latency(rows["TraderDecisionTransformer"][2], device, args.latency_reps).items():
         print(f"one-decision latency B=1 K={T} ({name}): p50 {p50:.2f} ms, p90 {p90:.2f} ms (goal p50 <= 3 ms)")
+    print(f"load average at the end {load()}")
 
 
 if __name__ == "__main__":
