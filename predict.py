@@ -43,7 +43,7 @@ import feature_engineering as fe
 import state_features as sf
 from action_discretization import ACTIONS, START_ACTION, discretize
 from data_ingestion import add_config_args
-from evaluate import _device
+from evaluate import EvaluationError, _device
 from sequence_preparation import RTG_SCALE, honest_rtg, returns
 
 log = logging.getLogger("predict")
@@ -184,12 +184,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
     try:
         out = run(PredictConfig(**vars(args)))
-    except (PredictError, FileNotFoundError) as e:
-        print(f"predict: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except ValueError as e:  # evaluate's EvaluationError (bad --device) is a ValueError too
-        if type(e).__name__ != "EvaluationError":
-            raise
+    except (PredictError, EvaluationError, FileNotFoundError) as e:  # EvaluationError: bad --device
         print(f"predict: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.json:

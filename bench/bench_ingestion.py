@@ -74,20 +74,14 @@ def plain_loads(files: list[Path]) -> tuple[float, float]:
     return time.perf_counter() - t0, cpu_s() - c0
 
 
-def _loads_slice(files: list[Path]) -> int:
-    for p in files:
-        orjson.loads(p.read_bytes())
-    return len(files)
-
-
 def parallel_loads(files: list[Path], workers: int) -> float:
     """Wall s of plain orjson.loads over the files split across `workers` processes (pool
     started before the clock): how well this machine runs the same work in parallel."""
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        list(pool.map(_loads_slice, [files[:1]] * workers))  # workers up and warm
+        list(pool.map(plain_loads, [files[:1]] * workers))  # workers up and warm
         t0 = time.perf_counter()
-        list(pool.map(_loads_slice, [files[k::workers] for k in range(workers)]))
+        list(pool.map(plain_loads, [files[k::workers] for k in range(workers)]))
         return time.perf_counter() - t0
 
 
