@@ -77,13 +77,14 @@ def keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     p is rounded to a 1/65536 grid: each full-range 64-bit draw of the default generator gives
     four uniform 16-bit lanes, compared with p's threshold (the seed and the RNG state still
     decide the mask). On CPU this is ~4x cheaper than bernoulli_ (one draw per element), which
-    took 40 % of a training step; uint8 -> float is used because bool -> float is 3x slower.
+    took 40 % of a training step; the comparison writes x's dtype directly (out=), one pass
+    instead of a bool mask and a conversion (25 % cheaper per mask; bool -> float is 3x slower).
     A custom op (never recomputed: nondeterministic_seeded) so torch.compile keeps one graph.
     x must not require grad (pass x.detach()): the mask has no gradient."""
     n = x.numel()
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), None)
     lanes = words.view(torch.int16)[:n].view(x.shape)  # uniform on -32768..32767
-    return (lanes >= -32768 + round(p * 65536)).view(torch.uint8).to(x.dtype)
+    return torch.ge(lanes, -32768 + round(p * 65536), out=torch.empty_like(x, memory_format=torch.contiguous_format))
 
 
 @keep_mask.register_fake
@@ -129,21 +130,16 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.resid_drop = Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, cache: list | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         # (B, T, 3C) -> three (B, H, T, C/H)
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (z.view(B, T, self.n_heads, C // self.n_heads).transpose(1, 2) for z in (q, k, v))
-        if cache is not None:  # incremental decoding: x is the newest token(s) after the cached ones
-            if cache:
-                k, v = torch.cat((cache[0], k), dim=2), torch.cat((cache[1], v), dim=2)
-            cache[:] = [k, v]
         p = self.dropout if self.training else 0.0
-        if p > 0 and p < 1 and cache is None and x.device.type == "cpu":
+        if p > 0 and p < 1 and x.device.type == "cpu":
             y = causal_attention_dropout(q, k, v, p)
         else:  # fused kernel (flash on CPU without dropout; flash/efficient on CUDA)
-            causal = cache is None or T > 1  # one new query may see every cached key
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=causal)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C)
         return self.resid_drop(self.proj(y))
 
@@ -171,9 +167,45 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.mlp = MLP(cfg)
 
-    def forward(self, x: torch.Tensor, cache: list | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x), cache)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
         return x + self.mlp(self.ln2(x))
+
+
+class KVCache:
+    """Keys and values of the bars seen so far, for TraderDecisionTransformer.step.
+
+    One preallocated buffer `kv` (n_layers, B, 2, H, capacity, d_model / H) (2 = key, value),
+    written in place at the newest bar and attended over as a [:length] view, so a step copies
+    one bar's K/V instead of the whole history (torch.cat). It is allocated by the first step,
+    starts at min(context, 32) bars and doubles when full (a copy of the bars so far), up to
+    the model's context; the step after that raises (learned absolute positions: a window
+    that slides would change every cached key, so the caller starts a new cache).
+    """
+
+    def __init__(self) -> None:
+        self.kv: torch.Tensor | None = None
+        self.length = 0
+        """Bars cached (the position of the next step)."""
+
+    def truncate(self, n: int) -> None:
+        """Forget the bars after the first n (the next step is bar n again, e.g. a revised bar)."""
+        if not 0 <= n <= self.length:
+            raise ValueError(f"truncate({n}): the cache holds {self.length} bars")
+        self.length = n
+
+    def reserve(self, n: int, shape: tuple, context: int, device, dtype) -> torch.Tensor:
+        """The buffer, (re)allocated to hold >= n bars; shape = (n_layers, B, 2, H, hd)."""
+        L, B, two, H, hd = shape
+        if self.kv is not None and self.kv.shape[1] != B:
+            raise ValueError(f"KV cache holds batch size {self.kv.shape[1]}, this step has {B}")
+        cap = 0 if self.kv is None else self.kv.shape[4]
+        if n > cap:
+            new = torch.empty(L, B, two, H, min(context, max(32, 2 * cap, n)), hd, device=device, dtype=dtype)
+            if self.length:  # growth: keep the bars so far
+                new[:, :, :, :, : self.length] = self.kv[:, :, :, :, : self.length]
+            self.kv = new
+        return self.kv
 
 
 class TraderDecisionTransformer(nn.Module):
@@ -246,22 +278,25 @@ class TraderDecisionTransformer(nn.Module):
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
-    def check_inputs(self, rtg: torch.Tensor, states: torch.Tensor, prev_actions: torch.Tensor) -> None:
+    def check_inputs(self, rtg: torch.Tensor, states: torch.Tensor, prev_actions: torch.Tensor,
+                     one_bar: bool = False) -> None:
         """Raise ValueError naming the tensor when a shape or dtype does not match the contract.
 
         rtg (B, T) floating, states (B, T, state_dim) floating, prev_actions (B, T) integer,
-        1 <= T <= context. Values are not inspected here (no device sync in the hot path).
+        1 <= T <= context; one_bar (step's inputs): rtg (B,), states (B, state_dim), prev_actions
+        (B,). Values are not inspected here (no device sync in the hot path).
         """
         cfg = self.config
-        if states.dim() != 3 or states.shape[-1] != cfg.state_dim:
-            raise ValueError(f"states must be (B, T, {cfg.state_dim}), got {tuple(states.shape)}")
-        B, T, _ = states.shape
-        if T < 1 or T > cfg.context:
-            raise ValueError(f"sequence length T={T} must be in 1..context={cfg.context}")
-        if tuple(rtg.shape) != (B, T):
-            raise ValueError(f"rtg must be (B, T) = {(B, T)}, got {tuple(rtg.shape)}")
-        if tuple(prev_actions.shape) != (B, T):
-            raise ValueError(f"prev_actions must be (B, T) = {(B, T)}, got {tuple(prev_actions.shape)}")
+        lead_dims = "B" if one_bar else "B, T"
+        if states.dim() != 3 - one_bar or states.shape[-1] != cfg.state_dim:
+            raise ValueError(f"states must be ({lead_dims}, {cfg.state_dim}), got {tuple(states.shape)}")
+        lead = states.shape[:-1]  # (B, T) or (B,)
+        if not one_bar and not 1 <= lead[1] <= cfg.context:
+            raise ValueError(f"sequence length T={lead[1]} must be in 1..context={cfg.context}")
+        if rtg.shape != lead:
+            raise ValueError(f"rtg must be ({lead_dims}) = {tuple(lead)}, got {tuple(rtg.shape)}")
+        if prev_actions.shape != lead:
+            raise ValueError(f"prev_actions must be ({lead_dims}) = {tuple(lead)}, got {tuple(prev_actions.shape)}")
         if not (rtg.is_floating_point() and states.is_floating_point()):
             raise ValueError(f"rtg and states must be floating tensors, got {rtg.dtype}, {states.dtype}")
         if prev_actions.is_floating_point() or prev_actions.dtype == torch.bool:
@@ -276,39 +311,69 @@ class TraderDecisionTransformer(nn.Module):
         START). logits[:, t] predicts a_t, rtg_pred[:, t] predicts RTG_{t+1} x RTG_SCALE.
         """
         self.check_inputs(rtg, states, prev_actions)
-        return self._run(rtg, states, prev_actions, 0, None)
+        T = states.shape[1]
+        x = self._embed(rtg, states, prev_actions, self.pos(torch.arange(T, device=states.device)))  # (B, T, d)
+        for block in self.blocks:
+            x = block(x)
+        return self._head(x)
 
+    @torch.inference_mode()
     def step(self, rtg: torch.Tensor, states: torch.Tensor, prev_actions: torch.Tensor,
-             cache: list[list] | None) -> tuple[torch.Tensor, torch.Tensor, list[list]]:
+             cache: KVCache | None) -> tuple[torch.Tensor, torch.Tensor, KVCache]:
         """One new bar per sequence with a KV cache: (rtg (B,), states (B,S), prev_actions (B,),
         cache from the previous step or None) -> (logits (B,A), rtg_pred (B,), cache).
 
         Equal to forward() on the whole prefix at its last position (tested); the cost of one
-        decision is one token instead of T. Eval mode; at most `context` steps per cache.
+        decision is one token instead of T. Eval mode, under inference_mode; at most `context`
+        bars per cache, whose buffer this writes in place (`cache.truncate(n)` re-decides bar n).
+        The blocks' modules are called as their functional ops here: a live bot's decision is
+        ~80 tiny ops (B=1), where nn.Module dispatch was a fifth of the time and the per-layer
+        KV torch.cat another (bench/bench_training.py, BENCHMARKS.md "Training").
         """
-        cache = [[] for _ in self.blocks] if cache is None else cache
-        pos = cache[0][0].shape[2] if cache[0] else 0
-        if pos >= self.config.context:
-            raise ValueError(f"KV cache is full (context={self.config.context}): start a new cache")
-        self.check_inputs(rtg[:, None], states[:, None], prev_actions[:, None])
-        logits, rtg_pred = self._run(rtg[:, None], states[:, None], prev_actions[:, None], pos, cache)
-        return logits[:, 0], rtg_pred[:, 0], cache
+        cfg = self.config
+        cache = KVCache() if cache is None else cache
+        t = cache.length
+        if t >= cfg.context:
+            raise ValueError(f"KV cache is full (context={cfg.context}): start a new cache")
+        self.check_inputs(rtg, states, prev_actions, one_bar=True)
+        B, C, H = states.shape[0], cfg.d_model, cfg.n_heads
+        x = self._embed(rtg, states, prev_actions, self.pos.weight[t])  # (B, C)
+        dtype = (torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type)
+                 else x.dtype)  # what the qkv Linear returns, so the buffer matches forward's K/V
+        kv = cache.reserve(t + 1, (cfg.n_layers, B, 2, H, C // H), cfg.context, x.device, dtype)
+        for blk, kv_l in zip(self.blocks, kv.unbind(0), strict=True):  # kv_l (B, 2, H, capacity, C/H)
+            att, mlp = blk.attn, blk.mlp
+            h = torch.layer_norm(x, (C,), blk.ln1.weight, blk.ln1.bias, blk.ln1.eps)
+            # (B, 3, H, 1, C/H): q / k / v of this bar, already in the cache's (.., H, bar, C/H) order
+            qkv = F.linear(h, att.qkv.weight, att.qkv.bias).view(B, 3, H, 1, C // H)
+            kv_l.narrow(3, t, 1).copy_(qkv.narrow(1, 1, 2))  # write this bar's K, V in place
+            k, v = kv_l.narrow(3, 0, t + 1).unbind(1)  # (B, H, t+1, C/H) views
+            # one query sees every cached key: no causal mask (forward's row t of the causal one)
+            y = F.scaled_dot_product_attention(qkv.select(1, 0), k, v)  # (B, H, 1, C/H)
+            x = x + F.linear(y.view(B, C), att.proj.weight, att.proj.bias)
+            h = torch.layer_norm(x, (C,), blk.ln2.weight, blk.ln2.bias, blk.ln2.eps)
+            x = x + F.linear(F.gelu(F.linear(h, mlp.fc.weight, mlp.fc.bias)), mlp.proj.weight, mlp.proj.bias)
+        cache.length = t + 1
+        logits, rtg_pred = self._head(x)
+        return logits, rtg_pred, cache
 
-    def _run(self, rtg, states, prev_actions, pos0: int, cache: list | None):
-        T = states.shape[1]
+    def _embed(self, rtg, states, prev_actions, pos: torch.Tensor) -> torch.Tensor:
+        """Tokens plus positional rows: (rtg (...), states (..., S), prev_actions (...), pos
+        broadcastable to (..., d)) -> (..., d), with (...) = (B, T) in forward, (B,) in step."""
         dtype = self.embed_state.weight.dtype
         tok = torch.cat(
             (
-                self.embed_rtg((rtg / self.rtg_norm).to(dtype).unsqueeze(-1)),  # (B, T, d)
-                self.embed_state(states.to(dtype)),  # (B, T, d)
-                self.embed_action(prev_actions.long()),  # (B, T, d)
+                self.embed_rtg((rtg / self.rtg_norm).to(dtype).unsqueeze(-1)),  # (..., d)
+                self.embed_state(states.to(dtype)),  # (..., d)
+                self.embed_action(prev_actions.long()),  # (..., d)
             ),
             dim=-1,
-        )  # (B, T, 3d)
-        pos = self.pos(torch.arange(pos0, pos0 + T, device=states.device))  # (T, d)
-        x = self.drop(self.project(tok) + pos)  # (B, T, d)
-        for i, block in enumerate(self.blocks):
-            x = block(x, None if cache is None else cache[i])
+        )  # (..., 3d)
+        x = self.project(tok) + pos
+        return self.drop(x) if self.training else x
+
+    def _head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(..., d) -> (action logits (..., A), rtg_pred (...) in model units)."""
         x = self.ln_f(x)
         return self.action_head(x), self.rtg_head(x).squeeze(-1) * self.rtg_norm
 

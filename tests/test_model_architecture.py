@@ -153,17 +153,54 @@ def test_rtg_norm_rescales_inside_the_model_only():
         b.set_rtg_norm(0.0)
 
 
-def test_kv_cached_steps_equal_the_full_forward():
-    model = tiny()
-    rtg, states, prev = inputs()
+@pytest.mark.parametrize("context", [24, 80])  # 80: the buffer grows 32 -> 64 -> 80 bars
+def test_kv_cached_steps_equal_the_full_forward(context):
+    model = tiny(context=context)
+    rtg, states, prev = inputs(T=context)
     ref_logits, ref_rtg = model(rtg, states, prev)
-    cache = None
+    cache, capacities = None, set()
     for t in range(rtg.shape[1]):
         logits, rtg_pred, cache = model.step(rtg[:, t], states[:, t], prev[:, t], cache)
+        capacities.add(cache.kv.shape[4])
+        assert cache.length == t + 1
         torch.testing.assert_close(logits, ref_logits[:, t], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(rtg_pred, ref_rtg[:, t], rtol=1e-5, atol=1e-5)
+    assert capacities == ({24} if context == 24 else {32, 64, 80})
     with pytest.raises(ValueError, match="cache is full"):
         model.step(rtg[:, 0], states[:, 0], prev[:, 0], cache)
+
+
+def test_kv_cache_truncate_re_decides_a_bar_like_the_forward_of_the_new_prefix():
+    model = tiny()
+    rtg, states, prev = inputs(T=12)
+    cache = None
+    for t in range(12):
+        *_, cache = model.step(rtg[:, t], states[:, t], prev[:, t], cache)
+    states2, prev2 = states.clone(), prev.clone()
+    states2[:, 7], prev2[:, 7] = -states[:, 7], (prev[:, 7] + 1) % N_ACTIONS  # a revised bar 7
+    cache.truncate(7)
+    logits, rtg_pred, cache = model.step(rtg[:, 7], states2[:, 7], prev2[:, 7], cache)
+    ref_logits, ref_rtg = model(rtg[:, :8], states2[:, :8], prev2[:, :8])
+    torch.testing.assert_close(logits, ref_logits[:, 7], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(rtg_pred, ref_rtg[:, 7], rtol=1e-5, atol=1e-5)
+    assert cache.length == 8 and not logits.requires_grad  # step runs under inference_mode
+    with pytest.raises(ValueError, match="holds 8 bars"):
+        cache.truncate(9)
+    with pytest.raises(ValueError, match="batch size 3"):
+        model.step(rtg[:2, 8], states[:2, 8], prev[:2, 8], cache)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(states=torch.zeros(3, 16)), r"states must be \(B, 17\)"),
+    (dict(rtg=torch.zeros(3, 1)), r"rtg must be \(B\) = \(3,\)"),
+    (dict(prev=torch.zeros(2, dtype=torch.long)), "prev_actions must be"),
+    (dict(prev=torch.zeros(3)), "integer"),
+])
+def test_step_rejects_wrong_one_bar_shapes_and_dtypes(bad, match):
+    rtg, states, prev = inputs()
+    args = dict(rtg=rtg[:, 0], states=states[:, 0], prev=prev[:, 0]) | bad
+    with pytest.raises(ValueError, match=match):
+        tiny().step(args["rtg"], args["states"], args["prev"], None)
 
 
 # ------------------------------------------------------------------ CPU dropout path
