@@ -217,6 +217,21 @@ def test_pool_matches_in_process(tmp_path):
 
 
 # ---------------------------------------------------------------- report, quarantine, CLI
+def test_ids_on_quotes_and_bars_are_found_among_clean_events(tmp_path):
+    # every other quote is canonical (type + t, bid, ask, mid): the id must still be seen
+    clean = [quote(k, 0.4, 0.6, mid=0.5) for k in range(1, 9)]
+    good = write_market(tmp_path / "data", START, clean + [
+        quote(10, 0.4, 0.6, mid=0.5, id="q1"), quote(11, 0.41, 0.6, mid=0.5, id="q1"),  # dup id
+        {"type": "ohlcv", "t": START * 1000, "open": 0.5, "high": 0.6, "low": 0.4, "close": 0.5,
+         "volume": 1.0, "id": "b1"},
+        {"type": "ohlcv", "t": START * 1000 + 60_000, "open": 0.5, "high": 0.6, "low": 0.4,
+         "close": 0.5, "volume": 2.0, "id": "b1"}])                                   # dup id
+    _, rep = ingest(tmp_path / "data", tmp_path / "out")
+    f = {r["path"]: r for r in rep["files"]}[str(good)]
+    assert f["read"] == 12 and f["used"] == 10 and f["duplicate_id"] == 2
+    assert f["dropped"] == {"duplicate_id": 2} and f["reconciles"]
+
+
 def test_report_quarantine_and_duplicates(tmp_path):
     d = tmp_path / "data" / ADDR
     good = write_market(tmp_path / "data", START, [
