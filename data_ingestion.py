@@ -17,8 +17,8 @@ one-bar shift that makes the state of bar t see only events < bar_start is state
 
 Run alone: python data_ingestion.py --data_dir downloads/merged_trades --bar_interval 1min --workers 2
 
-Decisions where the issue is silent (parsing: _ingestion_parse.py; accounting:
-_ingestion_positions.py):
+Decisions where the issue is silent (parsing: _ingestion_parse.py; merging the workers' parts
+and the report's totals: _ingestion_merge.py; accounting: _ingestion_positions.py):
 - Files: every `btc-*_prices.json` (PRICE_FILE_GLOB) and every `*trades*.json` (DATA_API_GLOB)
   under data_dir. A file whose top level is a JSON list is a data-api /trades dump, whatever
   its name; it is converted per (proxyWallet, slug) and its non-BTC-15m markets are reported
@@ -69,6 +69,7 @@ from tqdm import tqdm
 
 import _ingestion_positions
 from _ingestion_io import add_config_args, atomic_write, field_docs
+from _ingestion_merge import merge_parsed, summarize_reports
 from _ingestion_parse import (
     ARRAY_FIELDS,
     KIND_NAMES,
@@ -77,9 +78,8 @@ from _ingestion_parse import (
     TRADE,
     UNDERLYING,
     convert_data_api_trades,
-    merge_parsed,
     parse_files,
-    summarize_reports,
+    parse_files_packed,
 )
 from _ingestion_positions import _BIG, _EPS  # key = group * _BIG + t stays int64 until 2100
 
@@ -192,7 +192,7 @@ def load_events(cfg: IngestionConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]
     else:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            for b, part in zip(batches, pool.map(parse_files, batches), strict=True):
+            for b, part in zip(batches, pool.map(parse_files_packed, batches), strict=True):
                 parts.append(part)
                 bar.update(len(b))
     bar.close()

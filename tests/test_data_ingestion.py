@@ -210,10 +210,43 @@ def test_pool_matches_in_process(tmp_path):
         write_market(tmp_path, s, [quote(int(x), 0.4, 0.45, start=s) for x in rng.integers(0, 900, 20)]
                      + [trade(int(x), 0.42, "BUY", 3.0, "Down", start=s)
                         for x in rng.integers(0, 900, 3)])
+        write_market(tmp_path, s + 60, [  # every kind, optional fields given and absent
+            {"type": "ohlcv", "t": s * 1000, "open": 0.4, "high": 0.5, "low": 0.3, "close": 0.45},
+            {"type": "ohlcv", "t": s * 1000, "open": 9e4, "high": 9.1e4, "low": 8.9e4,
+             "close": 9e4, "volume": -0.0}, quote(5, 0.4, 0.5, start=s, mid=0.45),
+            trade(7, 0.25, "SELL", 2.0, "Up", start=s, usdc=0.5), {"type": "x", "t": 1}],
+            slug=f"btc-updown-15m-{s + 60}")
     one, r1 = ingest(tmp_path / ADDR, tmp_path / "o1", "1min", workers=1)
     two, r2 = ingest(tmp_path / ADDR, tmp_path / "o2", "1min", workers=2)
     pd.testing.assert_frame_equal(one, two)
     assert r1["totals"] == r2["totals"]
+    cfg = IngestionConfig(data_dir=str(tmp_path / ADDR), workers=1)  # the packed transfer
+    e1, m1, _ = load_events(cfg)
+    e2, m2, _ = load_events(IngestionConfig(data_dir=str(tmp_path / ADDR), workers=2))
+    pd.testing.assert_frame_equal(e1, e2)
+    pd.testing.assert_frame_equal(m1, m2)
+
+
+def test_packed_parts_merge_like_plain_ones():
+    from _ingestion_merge import merge_parsed, pack_parsed
+
+    def part(x: np.ndarray) -> dict:
+        n = len(x)
+        return {"arrays": {"unit": np.zeros(n, np.int32), "t": np.arange(n, dtype=np.int64),
+                           "price": x, "kind": np.ones(n, np.int8)},
+                "markets": [{"lo": 0, "hi": n}], "reports": [{"n": n}]}
+
+    parts = [part(np.array([np.nan, -0.0, 1.5, np.nan, 2.0, 3.0, 4.0, 5.0, 6.0])),
+             part(np.zeros(0)), part(np.array([np.nan])), part(np.array([7.0, -np.inf]))]
+    plain = merge_parsed(parts)
+    for mix in ([pack_parsed(p) for p in parts], [pack_parsed(parts[0]), *parts[1:]]):
+        got = merge_parsed(mix)
+        assert got["markets"] == plain["markets"] and got["reports"] == plain["reports"]
+        for k, v in plain["arrays"].items():
+            assert got["arrays"][k].dtype == v.dtype
+            assert np.array_equal(got["arrays"][k], v, equal_nan=True), k
+    assert np.signbit(merge_parsed([pack_parsed(parts[0])])["arrays"]["price"][1])  # -0.0 kept
+    assert plain["arrays"]["unit"].tolist() == [0] * 9 + [2, 3, 3]
 
 
 # ---------------------------------------------------------------- report, quarantine, CLI
