@@ -34,15 +34,18 @@ def marks(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     A mark is a price_change mid, a token ohlcv close, or a fill's Up price (p, or 1 - p for a
     Down fill); underlying candles are not marks."""
-    kind = events["kind"].to_numpy()
-    m = kind <= OHLCV
-    up_fill = np.where(events["outcome"].to_numpy() == 0, events["price"].to_numpy(),
-                       1.0 - events["price"].to_numpy())
-    val = np.select([kind == PRICE_CHANGE, kind == OHLCV], [events["mid"].to_numpy(),
-                    events["close"].to_numpy()], up_fill)[m]
+    m = np.flatnonzero(events["kind"].to_numpy() <= OHLCV)
+    kind = events["kind"].to_numpy()[m]
+    price = events["price"].to_numpy()[m]
+    up_fill = np.where(events["outcome"].to_numpy()[m] == 0, price, 1.0 - price)
+    val = np.select([kind == PRICE_CHANGE, kind == OHLCV], [events["mid"].to_numpy()[m],
+                    events["close"].to_numpy()[m]], up_fill)
     mk, t = events["market"].to_numpy()[m].astype(np.int64), events["t"].to_numpy()[m]
-    order = np.lexsort((t, mk))
-    return mk[order], t[order], val[order]
+    key = mk * _BIG + t
+    if not np.all(key[1:] >= key[:-1]):  # usually sorted already: (address, t) order
+        order = np.lexsort((t, mk))
+        mk, t, val = mk[order], t[order], val[order]
+    return mk, t, val
 
 
 def settlement_prices(markets: pd.DataFrame, mark: tuple) -> tuple[np.ndarray, np.ndarray]:

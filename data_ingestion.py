@@ -288,7 +288,7 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     cat = events["address"]
     cat = cat if isinstance(cat.dtype, pd.CategoricalDtype) else cat.astype(str).astype("category")
     codes = cat.cat.codes.to_numpy().astype(np.int64)
-    used = np.unique(codes)
+    used = np.flatnonzero(np.bincount(codes, minlength=len(cat.cat.categories)))  # O(n), no sort
     names = np.asarray(cat.cat.categories.astype(str), dtype=object)[used]
     rank = np.argsort(names)
     addrs, remap = names[rank], np.zeros(len(cat.cat.categories), np.int64)
@@ -310,11 +310,13 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     addrs = addrs.astype(object)
     led_ac = np.where(led["seq"].to_numpy() >= 0, led_ac, m_ac[led["market"].to_numpy()])
 
-    # timeline: per address, the bars of its events and of its settlements, continuous
-    b_all = np.concatenate([t - t % iv, led["t"].to_numpy() - led["t"].to_numpy() % iv])
-    a_all = np.concatenate([ac, led_ac])
-    span = pd.DataFrame({"a": a_all, "b": b_all}).groupby("a")["b"].agg(["min", "max"])
-    first, last = span["min"].to_numpy(), span["max"].to_numpy()
+    # timeline: per address, the bars of its events and of its settlements, continuous;
+    # events are sorted by (address, t), so an address's first/last event bar is at its bounds
+    ev_b, led_b = t - t % iv, led["t"].to_numpy() - led["t"].to_numpy() % iv
+    bounds = np.searchsorted(ac, np.arange(len(addrs) + 1))  # every address has events
+    first, last = ev_b[bounds[:-1]], ev_b[bounds[1:] - 1]
+    np.minimum.at(first, led_ac, led_b)  # settlements (one per traded market and token)
+    np.maximum.at(last, led_ac, led_b)
     nrows = (last - first) // iv + 1
     off = np.r_[0, np.cumsum(nrows)]
     n = int(off[-1])
@@ -333,12 +335,12 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     c = {f: ev[f].to_numpy() for f in ("price", "size", "mid", "open", "high", "low", "close",
                                        "volume", "best_bid", "best_ask", "side", "outcome")}
     up_px = np.where(c["outcome"] == 0, c["price"], 1.0 - c["price"])
-    src = [kind == PRICE_CHANGE, kind == OHLCV]
-    r = ev_row[sel]
-    bars = {"open": _agg(r, np.select(src, [c["mid"], c["open"]], up_px)[sel], n, "first"),
-            "high": _agg(r, np.select(src, [c["mid"], c["high"]], up_px)[sel], n, "max"),
-            "low": _agg(r, np.select(src, [c["mid"], c["low"]], up_px)[sel], n, "min"),
-            "close": _agg(r, np.select(src, [c["mid"], c["close"]], up_px)[sel], n, "last")}
+    si = np.flatnonzero(sel)  # the chosen source's events only (each OHLC pick on them alone)
+    src, r, px_s = [kind[si] == PRICE_CHANGE, kind[si] == OHLCV], ev_row[si], up_px[si]
+    bars = {"open": _agg(r, np.select(src, [c["mid"][si], c["open"][si]], px_s), n, "first"),
+            "high": _agg(r, np.select(src, [c["mid"][si], c["high"][si]], px_s), n, "max"),
+            "low": _agg(r, np.select(src, [c["mid"][si], c["low"][si]], px_s), n, "min"),
+            "close": _agg(r, np.select(src, [c["mid"][si], c["close"][si]], px_s), n, "last")}
     oh, trw, pc = tok & (kind == OHLCV), tok & (kind == TRADE), tok & (kind == PRICE_CHANGE)
     has_oh = np.bincount(ev_row[oh], minlength=n) > 0
     bars["volume"] = np.where(has_oh, np.bincount(ev_row[oh], c["volume"][oh], minlength=n),
