@@ -315,3 +315,37 @@ def test_from_checkpoint_rebuilds_model_and_keeps_pipeline_meta(tmp_path):
     torch.testing.assert_close(inf.predict_with_target_rtg(x, 0.02)[0],
                                TraderInference(model).predict_with_target_rtg(x, 0.02)[0], rtol=0, atol=0)
     assert N_ACTIONS == inf.model.config.action_dim
+
+
+def test_bf16_autocast_path_trains_with_fp32_weights():
+    """The CUDA bf16 path (TraderTrainer.amp) forced on for CPU autocast: the model runs in
+    bf16, losses and metrics come back fp32 and finite, weights stay fp32, and it still learns.
+    (No GPU is lent to most runs; the gpu-marked test covers CUDA itself.)"""
+    train = Synthetic(64, seed=0)
+    torch.manual_seed(0)
+    model = TraderDecisionTransformer(state_dim=S, action_dim=5, d_model=32, n_layers=2,
+                                      n_heads=4, context=T, dropout=0.1)
+    trainer = TraderTrainer(model, device="cpu", lr=3e-3, warmup_steps=2, total_steps=80)
+    trainer.amp = True
+    seen = []
+    model.action_head.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    loader = DataLoader(train, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0))
+    first = trainer.train_epoch(loader, epoch=1)
+    for e in range(2, 16):
+        last = trainer.train_epoch(loader, epoch=e)
+    assert set(seen) == {torch.bfloat16}  # autocast really ran the model in bf16
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert np.isfinite(first["loss"]) and last["loss"] < first["loss"] * 0.8
+    m = trainer.validate(DataLoader(Synthetic(16, seed=1), batch_size=8))
+    assert np.isfinite(m["loss"]) and m["macro_f1"] > m["baseline_macro_f1"]
+    # the KV-cached step under the same autocast equals the forward at every bar
+    it = train[0]
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        full, _ = model(it["rtg"][None], it["states"][None], it["prev_actions"][None])
+        cache = None
+        for t in range(T):
+            logits, _, cache = model.step(it["rtg"][None, t], it["states"][None, t],
+                                          it["prev_actions"][None, t], cache)
+            assert torch.allclose(logits.float(), full[0, t].float(), atol=0.05), t
+    assert cache.kv.dtype == torch.bfloat16
