@@ -4,7 +4,7 @@ Promise: `parse_files(jobs)` never raises. It reads JSON files (seed price files
 data-api /trades dumps), validates every event against DESIGN.md "Input contract" and returns
 the surviving events of each market as compact numpy arrays plus per-file reports whose counts
 reconcile exactly: read = used + sum(dropped.values()). It runs in the process-pool workers of
-`data_ingestion.load_events`, so it imports no project module.
+`data_ingestion.load_events`, so it imports no stage module (only its sibling _ingestion_merge).
 No-leakage rule: parsing is per file and per event; nothing here looks across time.
 Run alone: no CLI; `python data_ingestion.py --data_dir DIR` runs it for every file.
 
@@ -439,8 +439,9 @@ def _validate_units(units: list, owner: list, reps: list, jobs: list) -> dict:
     bounds = np.searchsorted(arrays["unit"], np.arange(len(units) + 1))
     markets, dup = [], REASONS.index("duplicate_id")
     # plain ints once (tolist), then one cheap step per unit; dropped reasons are rare
-    for i, (row, n_ident, lo, hi) in enumerate(zip(counts.tolist(), ident.tolist(),
-                                                   bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)):
+    rows = zip(counts.tolist(), ident.tolist(), bounds[:-1].tolist(), bounds[1:].tolist(),
+               strict=True)
+    for i, (row, n_ident, lo, hi) in enumerate(rows):
         address, slug, start_s, res, _ = units[i]
         rep = reps[owner[i]]
         rep["used"] += row[0]
