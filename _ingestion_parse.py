@@ -216,14 +216,13 @@ def validate_events(events: list, unit: np.ndarray, n_units: int) -> tuple[dict,
                 num[f][idx], fin[f][idx] = block[:, j], np.isfinite(block[:, j])
                 if f in _OPTIONAL:
                     given[f][idx] = True
-            if len(again) == 0:  # the clean case: nothing to re-read
-                got, rows = None, idx[:0]
-            else:
-                got, rows = _checked(_pick(sub, again), fields), idx[again]
-        for f in fields if got is not None else ():  # the checked rows overwrite the fast ones
-            num[f][rows], fin[f][rows] = got[0][f], got[1][f]
-            if f in _OPTIONAL:
-                given[f][rows] = got[2][f]
+            rows = idx[again]  # the clean case has none: nothing to re-read
+            got = _checked(_pick(sub, again), fields) if len(again) else None
+        if got is not None:  # the checked rows overwrite the fast ones
+            for f in fields:
+                num[f][rows], fin[f][rows] = got[0][f], got[1][f]
+                if f in _OPTIONAL:
+                    given[f][rows] = got[2][f]
         if k == TRADE:
             id_keys |= set().union(*sub) & _ID_KEYS
             side[idx] = _codes(_column(sub, "side"), _SIDES, -9)

@@ -69,7 +69,7 @@ from tqdm import tqdm
 
 import _ingestion_positions
 from _ingestion_io import add_config_args, atomic_write, field_docs
-from _ingestion_merge import merge_parsed, summarize_reports
+from _ingestion_merge import finish_report, merge_parsed, summarize_reports
 from _ingestion_parse import (
     ARRAY_FIELDS,
     KIND_NAMES,
@@ -206,6 +206,7 @@ def load_events(cfg: IngestionConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]
             rep["used"] -= n
             rep["dropped"]["duplicate_market"] = rep["dropped"].get("duplicate_market", 0) + n
             rep["notes"].append(f"{m['slug']}: duplicate of an earlier file, not used")
+            finish_report(rep)  # its counts changed: sort them and re-check the reconciliation
             continue
         seen.add(key)
         keep.append(m)

@@ -250,6 +250,22 @@ def test_packed_parts_merge_like_plain_ones():
 
 
 # ---------------------------------------------------------------- report, quarantine, CLI
+def test_a_second_file_of_the_same_market_is_dropped_and_still_reconciles(tmp_path):
+    first = write_market(tmp_path / "data", START, [quote(1, 0.4, 0.6), trade(2, 0.5, "BUY", 1)])
+    copy = first.with_name(first.name.replace("_prices", "z_prices"))  # sorts after `first`
+    copy.write_bytes(orjson.dumps({"slug": f"btc-updown-15m-{START}", "prices": [
+        quote(3, 0.4, 0.6), quote(4, 0.6, 0.5), trade(5, 0.5, "BUY", 2),  # 1 crossed book
+        {"type": "weird", "t": 1}]}))  # a reason that sorts after duplicate_market
+    bars, rep = ingest(tmp_path / "data", tmp_path / "out")
+    f = {r["path"]: r for r in rep["files"]}
+    assert f[str(first)]["used"] == 2 and f[str(first)]["dropped"] == {}
+    c = f[str(copy)]
+    assert c["read"] == 4 and c["used"] == 0 and c["reconciles"]
+    assert c["dropped"] == {"crossed_book": 1, "duplicate_market": 2, "unknown_type": 1}
+    assert list(c["dropped"]) == sorted(c["dropped"]) and rep["reconciles"]
+    assert rep["totals"]["dropped"]["duplicate_market"] == 2 and int(bars["n_trades"].sum()) == 1
+
+
 def test_ids_on_quotes_and_bars_are_found_among_clean_events(tmp_path):
     # every other quote is canonical (type + t, bid, ask, mid): the id must still be seen
     clean = [quote(k, 0.4, 0.6, mid=0.5) for k in range(1, 9)]
