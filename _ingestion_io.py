@@ -3,8 +3,8 @@
 Promise: `atomic_write(path, data)` writes bytes, a str or whatever a callable `write(tmp)`
 writes to a temp file beside `path` and renames it over `path` (no partial file is ever seen);
 `add_config_args(parser, Config, ...)` adds one `--field` flag per dataclass field with the
-field's default, and `field_docs(Config)` gives the field docstrings used as --help texts.
-data_ingestion re-exports all three; every stage below it imports them from there (demo_data
+field's default, and `field_docs(Config)` gives the field docstrings used as --help texts;
+`IngestionError` is the ingestion stage's one-line user error. data_ingestion re-exports them; every stage below it imports them from there (demo_data
 and download_bucket import no project module and keep their own writers).
 
 No-leakage rule: none (no data passes through here).
@@ -19,6 +19,11 @@ import os
 import tempfile
 from dataclasses import fields
 from pathlib import Path
+
+
+class IngestionError(ValueError):
+    """A user error (no usable price file, bad bar_interval); the message is one line.
+    Defined here so that data_ingestion and its _ingestion_bars raise the same class."""
 
 
 def atomic_write(path: str | os.PathLike, data) -> Path:

@@ -34,13 +34,13 @@ def marks(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
     A mark is a price_change mid, a token ohlcv close, or a fill's Up price (p, or 1 - p for a
     Down fill); underlying candles are not marks."""
-    m = np.flatnonzero(events["kind"].to_numpy() <= OHLCV)
-    kind = events["kind"].to_numpy()[m]
-    price = events["price"].to_numpy()[m]
-    up_fill = np.where(events["outcome"].to_numpy()[m] == 0, price, 1.0 - price)
-    val = np.select([kind == PRICE_CHANGE, kind == OHLCV], [events["mid"].to_numpy()[m],
-                    events["close"].to_numpy()[m]], up_fill)
-    mk, t = events["market"].to_numpy()[m].astype(np.int64), events["t"].to_numpy()[m]
+    kind, price = events["kind"].to_numpy(), events["price"].to_numpy()
+    # values over all events, then one compress of three arrays (cheaper than gathering six)
+    val = np.where(kind == PRICE_CHANGE, events["mid"].to_numpy(),
+                   np.where(kind == OHLCV, events["close"].to_numpy(),
+                            np.where(events["outcome"].to_numpy() == 0, price, 1.0 - price)))
+    m = kind <= OHLCV
+    mk, t, val = events["market"].to_numpy()[m].astype(np.int64), events["t"].to_numpy()[m], val[m]
     key = mk * _BIG + t
     if not np.all(key[1:] >= key[:-1]):  # usually sorted already: (address, t) order
         order = np.lexsort((t, mk))

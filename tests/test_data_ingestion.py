@@ -249,6 +249,47 @@ def test_packed_parts_merge_like_plain_ones():
     assert plain["arrays"]["unit"].tolist() == [0] * 9 + [2, 3, 3]
 
 
+def test_parse_pauses_the_collector_and_restores_it(tmp_path, monkeypatch):
+    import gc
+
+    import _ingestion_parse
+
+    jobs = [(str(write_market(tmp_path / "data", START + 900 * k,
+                               [quote(s, 0.4, 0.6) for s in range(1, 400)])), ADDR)
+            for k in range(3)]
+    runs = []
+    gc.callbacks.append(cb := lambda phase, info: runs.append(info["generation"]))
+    old = gc.get_threshold()
+    try:
+        gc.set_threshold(10)  # a collection every 10 allocations, unless paused
+        got = _ingestion_parse.parse_files(jobs)
+        assert runs == [] and gc.isenabled()
+        assert [r["used"] for r in got["reports"]] == [399] * 3
+        gc.disable()
+        _ingestion_parse.parse_files(jobs)
+        assert not gc.isenabled()  # a caller's own pause is left as it was
+        gc.enable()
+        calls = []
+
+        def fail_once(*a):  # the batch fails once: the per-file fallback runs, still paused
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("boom")
+            return real(*a)
+        real = _ingestion_parse.validate_events
+        monkeypatch.setattr(_ingestion_parse, "validate_events", fail_once)
+        runs.clear()  # the test's own allocations above may have collected
+        got = _ingestion_parse.parse_files(jobs)
+        assert runs == [] and gc.isenabled()  # checked first: the test allocates after it
+        assert len(calls) == 4 and [r["used"] for r in got["reports"]] == [399] * 3
+        gc.collect()
+        assert runs  # the callback does see collections outside the parse
+    finally:
+        gc.callbacks.remove(cb)
+        gc.set_threshold(*old)
+        gc.enable()
+
+
 # ---------------------------------------------------------------- report, quarantine, CLI
 def test_a_second_file_of_the_same_market_is_dropped_and_still_reconciles(tmp_path):
     first = write_market(tmp_path / "data", START, [quote(1, 0.4, 0.6), trade(2, 0.5, "BUY", 1)])
