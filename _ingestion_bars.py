@@ -144,8 +144,9 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]]) if len(r) else r
     ends = np.r_[starts[1:], len(r)] - 1 if len(r) else r
     # one source per bar: a quote's mid, a token candle's own field, or a fill's Up price
-    base = np.where(k_s == PRICE_CHANGE, c["mid"][si],
-                    np.where(c["outcome"][si] == 0, c["price"][si], 1.0 - c["price"][si]))
+    base = c["mid"][si]  # NaN off quotes; fills (rare) get their Up price, candles use `f`
+    ft = si[k_s == TRADE]
+    base[k_s == TRADE] = np.where(c["outcome"][ft] == 0, c["price"][ft], 1.0 - c["price"][ft])
     is_oh = k_s == OHLCV
     bars = {}
     for f, how in (("open", "first"), ("high", "max"), ("low", "min"), ("close", "last")):
