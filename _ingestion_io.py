@@ -4,8 +4,9 @@ Promise: `atomic_write(path, data)` writes bytes, a str or whatever a callable `
 writes to a temp file beside `path` and renames it over `path` (no partial file is ever seen);
 `add_config_args(parser, Config, ...)` adds one `--field` flag per dataclass field with the
 field's default, and `field_docs(Config)` gives the field docstrings used as --help texts;
-`IngestionError` is the ingestion stage's one-line user error. data_ingestion re-exports them; every stage below it imports them from there (demo_data
-and download_bucket import no project module and keep their own writers).
+`IngestionError` is the ingestion stage's one-line user error. data_ingestion re-exports them;
+every stage below it imports them from there (demo_data and download_bucket import no project
+module and keep their own writers).
 
 No-leakage rule: none (no data passes through here).
 

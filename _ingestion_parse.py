@@ -406,8 +406,9 @@ def parse_files(jobs: list[tuple[str, str]]) -> dict:
     (unit i owns arrays rows lo:hi); "reports": one per file, with read == used +
     sum(dropped.values()) and status "used" | "skipped" | "quarantined"}.
     The cyclic garbage collector is paused meanwhile (and restored as it was): every ~700 event
-    dicts orjson allocates would start a collection that walks the batch's live lists of dicts,
-    ~12 % of the parse (measured); parsing makes no reference cycles worth collecting."""
+    dicts orjson allocates would start a collection over the batch's live lists of dicts (on the
+    30-day demo in one process: 717 gen0, 65 gen1 and 1 full collection, ~0.05 s, counted with
+    gc.callbacks); parsing makes no reference cycles worth collecting."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
