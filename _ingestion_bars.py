@@ -191,13 +191,15 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     # positions: ledger deltas -> per-address levels at each bar's end
     o = np.lexsort((led["seq"].to_numpy(), led["settle"].to_numpy(), led["t"].to_numpy(),
                     led_ac))
-    e_ac, e_row, lo = led_ac[o], led_row[o], led.iloc[o]
-    up = lo["outcome"].to_numpy() == 0
+    e_ac, e_row = led_ac[o], led_row[o]
+    # the six columns used below, reordered (not the whole 15-column ledger frame)
+    lo = {k: led[k].to_numpy()[o] for k in ("outcome", "dq", "dc", "dabs_c", "dabs_q",
+                                             "realized")}
+    up = lo["outcome"] == 0
     lv = {k: _level(d, e_ac, e_row, row_addr) for k, d in (
         ("inv_up", np.where(up, lo["dq"], 0.0)), ("inv_down", np.where(up, 0.0, lo["dq"])),
         ("cost_up", np.where(up, lo["dc"], 0.0)), ("cost_down", np.where(up, 0.0, lo["dc"])),
-        ("gross_c", lo["dabs_c"].to_numpy()), ("gross_q", lo["dabs_q"].to_numpy()),
-        ("realized", lo["realized"].to_numpy()))}
+        ("gross_c", lo["dabs_c"]), ("gross_q", lo["dabs_q"]), ("realized", lo["realized"]))}
     end = {k: v[1] for k, v in lv.items()}
     bars["inv_up"], bars["inv_down"] = end["inv_up"], end["inv_down"]
     bars["inventory"] = end["inv_up"] - end["inv_down"]

@@ -15,7 +15,8 @@ Run alone: no CLI; `python data_ingestion.py` runs it.
 Decisions: average cost per (market, outcome); a sell beyond holdings opens a short (counted as
 oversold); a fill after the market's end settles at once at the market's payout. The
 average-cost recursion is sequential by nature (the average after a fill depends on the
-average before it); it is one pass over fills, O(trades), documented here as the one loop.
+average before it), but (market, outcome) groups are independent: `average_cost` steps through
+positions within a group, vectorised across groups (steps = the longest group's entries).
 """
 
 from __future__ import annotations
@@ -100,46 +101,72 @@ def ledger(events: pd.DataFrame, markets: pd.DataFrame, pay_up: np.ndarray) -> p
     pay = np.where(o_all == 0, pay, 1.0 - pay)
     new = np.r_[True, g_all[1:] != g_all[:-1]] if len(g_all) else np.zeros(0, bool)
 
-    n = len(g_all)
-    q_out, c_out, r_out = np.zeros(n), np.zeros(n), np.zeros(n)
-    oversold, post = np.zeros(n, bool), np.zeros(n, bool)
-    q = c = 0.0
-    done = False
-    # the sequential average-cost recursion: one pass over fills (plain floats for speed)
-    for i, (nw, st, d, p, pv) in enumerate(zip(new.tolist(), settle.tolist(), dq_all.tolist(),
-                                               px_all.tolist(), pay.tolist(), strict=True)):
-        if nw:
-            q = c = 0.0
-            done = False
-        r = 0.0
-        if st:
-            r, q, c, done = q * pv - c, 0.0, 0.0, True
-        elif done:  # a fill after the market's end settles at once
-            r = d * (pv - p)
-            post[i] = True
-        elif q == 0.0 or (q > 0) == (d > 0):
-            q, c = q + d, c + d * p
-        else:
-            sgn = 1.0 if q > 0 else -1.0
-            avg = c / q
-            close = min(abs(d), abs(q))
-            r = close * (p - avg) * sgn
-            q -= sgn * close
-            c = avg * q
-            rem = d + sgn * close
-            if abs(rem) > _EPS:  # crosses zero: the rest opens the other side
-                q, c = rem, rem * p
-            if abs(q) < _EPS:
-                q = c = 0.0
-        oversold[i] = (not st) and d < 0 and q < -_EPS and not done
-        q_out[i], c_out[i], r_out[i] = q, c, r
+    q_out, c_out, r_out, oversold, post = average_cost(new, settle, dq_all, px_all, pay)
     prev_q = np.where(new, 0.0, np.r_[0.0, q_out[:-1]])
     prev_c = np.where(new, 0.0, np.r_[0.0, c_out[:-1]])
     return pd.DataFrame({
         "gid": g_all, "market": g_all // 2, "outcome": o_all, "t": t_all, "settle": settle,
         "seq": seq, "dq": q_out - prev_q, "dc": c_out - prev_c,
         "dabs_q": np.abs(q_out) - np.abs(prev_q), "dabs_c": np.abs(c_out) - np.abs(prev_c),
-        "realized": r_out, "q": q_out, "c": c_out, "oversold": oversold, "post_end": post})
+        "realized": r_out, "q": q_out, "c": c_out, "oversold": oversold, "post_end": post},
+        copy=False)  # fresh arrays: no consolidation copy into 2-D blocks
+
+
+def average_cost(new: np.ndarray, settle: np.ndarray, d: np.ndarray, p: np.ndarray,
+                 pv: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The average-cost recursion over ledger entries in group order (each group contiguous,
+    `new` True at its first entry): -> (q, c, realized, oversold, post_end) per entry, q and c
+    being the group's shares and signed cost after it.
+
+    Per entry: a settlement books q * pv - c and closes the group; a fill after it books
+    d * (pv - p) at once (post_end); a fill from flat or on the held side adds (q + d,
+    c + d * p); an opposite fill closes min(|d|, |q|) at the average c / q, and any rest opens
+    the other side at p (a short from a sell beyond holdings counts as oversold); |q| < 1e-9
+    is flat. The recursion is sequential within a group but groups are independent, so it runs
+    one step per position in a group, vectorised over the groups that have an entry there:
+    max group length numpy steps instead of one Python step per fill. Each element sees the
+    same IEEE operations in the same order as a scalar loop, so results are bit-identical
+    (tests/test_data_ingestion.py keeps that loop as the reference)."""
+    n = len(new)
+    out = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)
+    if n == 0:
+        return out
+    q_out, c_out, r_out, oversold, post = out
+    start = np.flatnonzero(new)
+    gi = np.cumsum(new) - 1                       # (n,) group of each entry
+    pos = np.arange(n) - start[gi]                # (n,) position inside its group
+    by_pos = np.argsort(pos, kind="stable")       # entries of step k are contiguous, gi ascending
+    bounds = np.r_[0, np.cumsum(np.bincount(pos))]
+    q, c, done = np.zeros(len(start)), np.zeros(len(start)), np.zeros(len(start), bool)
+    for k in range(len(bounds) - 1):  # one step per position in a group, not per fill
+        i = by_pos[bounds[k]:bounds[k + 1]]  # (groups with a k-th entry,)
+        g = gi[i]
+        qg, cg, was = q[g], c[g], done[g]
+        st, dk, pk, pvk = settle[i], d[i], p[i], pv[i]
+        live = ~st & ~was
+        add = live & ((qg == 0.0) | ((qg > 0) == (dk > 0)))
+        qn, cn = np.where(add, qg + dk, qg), np.where(add, cg + dk * pk, cg)
+        r = np.where(was, dk * (pvk - pk), 0.0)  # after the settlement: booked at once
+        j = np.flatnonzero(live & ~add)  # opposite fills: close at the average, maybe flip
+        if len(j):
+            qj, cj, dj, pj = qg[j], cg[j], dk[j], pk[j]
+            sgn = np.where(qj > 0, 1.0, -1.0)
+            avg = cj / qj
+            close = np.minimum(np.abs(dj), np.abs(qj))
+            r[j] = close * (pj - avg) * sgn
+            qr = qj - sgn * close
+            cr = avg * qr
+            rem = dj + sgn * close
+            flip = np.abs(rem) > _EPS
+            qr, cr = np.where(flip, rem, qr), np.where(flip, rem * pj, cr)
+            flat = np.abs(qr) < _EPS
+            qn[j], cn[j] = np.where(flat, 0.0, qr), np.where(flat, 0.0, cr)
+        r[st] = (qg * pvk - cg)[st]
+        qn[st], cn[st] = 0.0, 0.0
+        post[i], oversold[i] = ~st & was, live & (dk < 0) & (qn < -_EPS)
+        q_out[i], c_out[i], r_out[i] = qn, cn, r
+        q[g], c[g], done[g] = qn, cn, was | st
+    return out
 
 
 def unrealized_by_row(led: pd.DataFrame, led_row: np.ndarray, row_start: np.ndarray,

@@ -38,7 +38,8 @@ _ingestion_positions.py):
 - Accounting is average cost per (market, outcome token) with cash = price x size (the usdc
   field is validated, not booked). A sell beyond holdings (history that starts mid-way) opens a
   short of that token, which is allowed and counted in report["positions"]["oversold_trades"].
-  This is the one sequential recursion, a single pass over trades (never bars x events).
+  This is the one sequential recursion; it steps through each (market, outcome)'s fills,
+  vectorised across markets (never bars x events, never a Python step per fill).
 - Settlement happens in the bar that contains end - 1 ms (end = window start + 900 s): open
   shares pay 1 or 0 from `resolution`, else from the last mark (mid, token close or fill Up
   price) before the end >= 0.5, else from the first mark after it. A fill after the end is

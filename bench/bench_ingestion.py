@@ -5,7 +5,8 @@ same files (goal <= 2x), for --workers 1 and all cores, at 15min and 1min bars. 
 generated with demo_data.py into a temp dir (synthetic files of the same shape if demo_data.py
 is missing). Record the figures in BENCHMARKS.md "## Ingestion".
 
-Run: python bench/bench_ingestion.py [--days 30] [--repeat 3]
+Run: python bench/bench_ingestion.py [--days 30] [--repeat 3] [--fills 750 --days 7]
+(--fills N: a synthetic heavy trader with N fills per market, where the ledger matters)
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data_ingestion import IngestionConfig, run  # noqa: E402
 
 
-def synthetic_set(root: Path, days: int, seed: int = 0) -> None:
-    """Seed-format files shaped like the demo: 1 trader, ~180 events per 15-minute market."""
+def synthetic_set(root: Path, days: int, seed: int = 0, fills: int = 1) -> None:
+    """Seed-format files shaped like the demo: 1 trader, ~180 events per 15-minute market, and
+    `fills` trades per market (1 by default; gabagool22 made 749 in one market, both tokens,
+    buys and sells)."""
     rng = np.random.default_rng(seed)
     start = 1767571200
     folder = root / "0x" f"{seed:040x}"
@@ -42,13 +45,26 @@ def synthetic_set(root: Path, days: int, seed: int = 0) -> None:
                 "low": 0.48, "close": 0.51, "volume": 100.0} for m in range(15)]
         ev += [{"type": "ohlcv", "t": (s + 60 * m) * 1000, "open": 97000.0, "high": 97010.0,
                 "low": 96990.0, "close": 97005.0, "volume": 12.0} for m in range(15)]
-        ev += [{"type": "trade", "t": (s + 5) * 1000, "price": 0.51, "side": "BUY", "size": 20.0,
-                "usdc": 10.2, "outcome": "Up"}]
+        if fills == 1:
+            ev += [{"type": "trade", "t": (s + 5) * 1000, "price": 0.51, "side": "BUY",
+                    "size": 20.0, "usdc": 10.2, "outcome": "Up"}]
+        else:  # a heavy trader: both tokens, 70 % buys, sizes 1-50 shares
+            px = np.round(rng.uniform(0.05, 0.95, fills), 2)
+            ev += [{"type": "trade", "t": int(s * 1000 + x), "price": float(p),
+                    "side": "BUY" if b else "SELL", "size": float(z),
+                    "outcome": "Up" if u else "Down"}
+                   for x, p, b, z, u in zip(np.sort(rng.integers(0, 900_000, fills)), px,
+                                            rng.random(fills) < 0.7,
+                                            np.round(rng.uniform(1, 50, fills), 2),
+                                            rng.random(fills) < 0.5, strict=True)]
         doc = {"slug": f"btc-updown-15m-{s}", "resolution": "Up", "prices": ev}
         (folder / f"btc-updown-15m-{s}_prices.json").write_bytes(orjson.dumps(doc))
 
 
-def make_set(root: Path, days: int) -> str:
+def make_set(root: Path, days: int, fills: int = 1) -> str:
+    if fills > 1:
+        synthetic_set(root / "merged_trades", days, fills=fills)
+        return f"synthetic heavy trader, {fills} fills per market"
     try:
         from demo_data import DemoConfig
         from demo_data import run as demo_run
@@ -89,10 +105,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--repeat", type=int, default=3, help="best of N timings")
+    ap.add_argument("--fills", type=int, default=1,
+                    help="trades per market; > 1 uses a synthetic heavy trader instead of the demo")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        source = make_set(root, args.days)
+        source = make_set(root, args.days, args.fills)
         data = root / "merged_trades"
         files = sorted(data.rglob("*_prices.json"))
         mb = sum(p.stat().st_size for p in files) / 2**20
