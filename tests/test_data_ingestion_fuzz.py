@@ -161,12 +161,21 @@ def test_fast_numeric_read_judges_like_the_checked_read(evs, n_units):
     evs = [e for e in evs if isinstance(e, dict)]
     unit = (np.arange(len(evs)) % n_units).astype(np.int32)
     fast = ip.validate_events(evs, unit, n_units)
-    real_block = ip._block
+    real_fast = ip._fast_field
     try:
-        ip._block = lambda sub, fields: None  # force the checked read for every event
+        ip._fast_field = lambda sub, f: None  # force the checked read for every field
         slow = ip.validate_events(evs, unit, n_units)
+        # and for one field at a time: a field read checked beside fast ones judges alike
+        mixed = []
+        for only in ("t", "price", "usdc", "best_bid", "mid", "close", "volume"):
+            ip._fast_field = lambda sub, f, only=only: None if f == only else real_fast(sub, f)
+            mixed.append(ip.validate_events(evs, unit, n_units))
     finally:
-        ip._block = real_block
+        ip._fast_field = real_fast
+    for other in mixed:
+        for k in fast[0]:
+            np.testing.assert_array_equal(other[0][k], slow[0][k], err_msg=k)
+        np.testing.assert_array_equal(other[1], slow[1])
     assert fast[0].keys() == slow[0].keys()
     for k in fast[0]:
         np.testing.assert_array_equal(fast[0][k], slow[0][k], err_msg=k)
