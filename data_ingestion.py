@@ -17,9 +17,9 @@ one-bar shift that makes the state of bar t see only events < bar_start is state
 
 Run alone: python data_ingestion.py --data_dir downloads/merged_trades --bar_interval 1min --workers 2
 
-Decisions where the issue is silent (parsing: _ingestion_parse.py; merging the workers' parts
-and the report's totals: _ingestion_merge.py; the bar table: _ingestion_bars.py; accounting:
-_ingestion_positions.py):
+Decisions where the issue is silent (parsing: _ingestion_parse.py and _ingestion_files.py;
+merging the workers' parts and the report's totals: _ingestion_merge.py; the bar table:
+_ingestion_bars.py; accounting: _ingestion_positions.py):
 - Files: every `btc-*_prices.json` (PRICE_FILE_GLOB) and every `*trades*.json` (DATA_API_GLOB)
   under data_dir. A file whose top level is a JSON list is a data-api /trades dump, whatever
   its name; it is converted per (proxyWallet, slug) and its non-BTC-15m markets are reported
@@ -68,15 +68,10 @@ import pandas as pd
 from tqdm import tqdm
 
 from _ingestion_bars import BAR_COLUMNS, POSITION_COLUMNS, build_bars, forward_filled, interval_ms
+from _ingestion_files import convert_data_api_trades
 from _ingestion_io import IngestionError, add_config_args, atomic_write, field_docs
 from _ingestion_merge import finish_report, merge_parsed, summarize_reports
-from _ingestion_parse import (
-    ARRAY_FIELDS,
-    KIND_NAMES,
-    convert_data_api_trades,
-    parse_files,
-    parse_files_packed,
-)
+from _ingestion_parse import ARRAY_FIELDS, KIND_NAMES, parse_files, parse_files_packed
 from _ingestion_positions import _BIG  # key = group * _BIG + t stays int64 until 2100
 
 __all__ = ["IngestionConfig", "IngestionError", "PRICE_FILE_GLOB", "DATA_API_GLOB",
