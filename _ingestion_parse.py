@@ -61,7 +61,7 @@ _NUMERIC_TYPES = {int, float, type(None)}
 _TYPE_FIELDS = {TRADE: ("t", "price", "size", "usdc"),
                 PRICE_CHANGE: ("t", "best_bid", "best_ask", "mid"),
                 OHLCV: ("t", "open", "high", "low", "close", "volume")}
-_ID_KEYS = {"id", "index", "logIndex", "log_index", "transactionHash", "tx_hash"}
+_ID_KEYS_IX, _ID_KEYS_TX = ("index", "logIndex", "log_index"), ("transactionHash", "tx_hash")
 _SIDES = {"BUY": 1, "SELL": -1, "buy": 1, "sell": -1, None: 0}
 _OUTCOMES = {"Up": 0, "Down": 1, "up": 0, "down": 1, None: 0}
 
@@ -116,7 +116,10 @@ def _ids(events: list, keys: set) -> np.ndarray | None:
     event has one (keys: the field names present in `events`)."""
     ids = None
     if "id" in keys:
-        ids = np.array([None if v is None else str(v) for v in _column(events, "id")], dtype=object)
+        vals = _column(events, "id")
+        if not set(map(type, vals)) <= {str, type(None)}:  # only then convert per element
+            vals = [None if v is None else str(v) for v in vals]
+        ids = np.array(vals, dtype=object)
     ix = next((k for k in ("index", "logIndex", "log_index") if k in keys), None)
     tx = next((k for k in ("transactionHash", "tx_hash") if k in keys), None)
     if ix is None or tx is None:
@@ -214,7 +217,14 @@ def validate_events(events: list, unit: np.ndarray, n_units: int) -> tuple[dict,
             if f in _OPTIONAL:
                 given[f][rows] = got[2][f]
         if k == TRADE:
-            id_keys |= set().union(*sub) & _ID_KEYS
+            # which id keys any fill has: a C scan per key, stopped at its first holder (cheaper
+            # than a union of every fill's keys); tx keys matter only beside an index key
+            has = [k for k in _ID_KEYS_IX if any(map(operator.contains, sub, repeat(k)))]
+            if has:
+                has += [k for k in _ID_KEYS_TX if any(map(operator.contains, sub, repeat(k)))]
+            if any(map(operator.contains, sub, repeat("id"))):
+                has.append("id")
+            id_keys.update(has)
             side[idx] = _codes(_column(sub, "side"), _SIDES, -9)
             out_c[idx] = _codes(_column(sub, "outcome"), _OUTCOMES, -1)
         elif not clean or sum(map(len, sub)) != len(sub) * (len(fields) + 1):
