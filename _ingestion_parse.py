@@ -18,8 +18,9 @@ Decisions where the issue is silent:
 - ohlcv: all four prices must be inside (0, 1) (token bar) or all > 1 (underlying bar), with
   low <= min(open, close) and high >= max(open, close); volume is optional (0) but >= 0.
   price_change: mid optional (else (bid + ask) / 2), must lie in [bid, ask].
-- Ids: `id`, else `transactionHash|tx_hash` + `index|logIndex|log_index` (read on fills); a
-  repeat of an id in the same file is dropped as `duplicate_id`. Identical-looking events
+- Ids: `id`, else `transactionHash|tx_hash` + `index|logIndex|log_index` (read on fills; per
+  event the first name it holds, so files that name them differently mix); a repeat of an id
+  in the same market is dropped as `duplicate_id`. Identical-looking events
   (equal in every normalised field but the id) are kept and counted.
 - A top-level JSON list is a data-api dump; a transaction hash alone is not an id there (one
   transaction can hold several real fills). Reading files, slugs and dumps: _ingestion_files.py.
@@ -120,13 +121,19 @@ def _ids(events: list, keys: set) -> np.ndarray | None:
         if not set(map(type, vals)) <= {str, type(None)}:  # only then convert per element
             vals = [None if v is None else str(v) for v in vals]
         ids = np.array(vals, dtype=object)
-    ix = next((k for k in ("index", "logIndex", "log_index") if k in keys), None)
-    tx = next((k for k in ("transactionHash", "tx_hash") if k in keys), None)
-    if ix is None or tx is None:
+    ix = [k for k in _ID_KEYS_IX if k in keys]
+    tx = [k for k in _ID_KEYS_TX if k in keys]
+    if not ix or not tx:
         return ids  # a transaction hash alone is no id (one transaction holds several fills)
+
+    def first_of(names: list) -> list:  # per event: the first of `names` it holds (not null)
+        got = _column(events, names[0])
+        for alias in names[1:]:
+            got = [g if g is not None else a for g, a in zip(got, _column(events, alias),
+                                                             strict=True)]
+        return got
     pair = np.array([None if a is None or i is None else f"{a}:{i}"
-                     for a, i in zip(_column(events, tx), _column(events, ix), strict=True)],
-                    dtype=object)
+                     for a, i in zip(first_of(tx), first_of(ix), strict=True)], dtype=object)
     return pair if ids is None else np.where(np.equal(ids, None), pair, ids)
 
 

@@ -307,6 +307,25 @@ def test_a_second_file_of_the_same_market_is_dropped_and_still_reconciles(tmp_pa
     assert rep["totals"]["dropped"]["duplicate_market"] == 2 and int(bars["n_trades"].sum()) == 1
 
 
+def test_fill_ids_from_transaction_hash_and_log_index(tmp_path):
+    # a transaction holds several fills: (hash, index) is the id, a hash alone is none
+    fills = [trade(1, 0.5, "BUY", 1, "Up"),  # no id keys on the first fill
+             trade(2, 0.5, "BUY", 1, "Up", transactionHash="0xa", logIndex=1),
+             trade(3, 0.5, "BUY", 2, "Up", transactionHash="0xa", logIndex=2),  # same tx, kept
+             trade(4, 0.5, "BUY", 3, "Up", transactionHash="0xa", logIndex=1),  # repeat: dropped
+             trade(5, 0.5, "BUY", 4, "Up", transactionHash="0xb"),  # hash alone: no id, kept
+             trade(6, 0.5, "BUY", 5, "Up", transactionHash="0xb"),  # ... so no repeat either
+             trade(7, 0.5, "BUY", 6, "Up", tx_hash="0xc", index=0),
+             trade(8, 0.5, "BUY", 7, "Up", tx_hash="0xc", index=0),  # aliases: dropped
+             trade(9, 0.5, "BUY", 8, "Up", id="x", transactionHash="0xa", logIndex=1)]  # id wins
+    path = write_market(tmp_path / "data", START, fills)
+    bars, rep = ingest(tmp_path / "data", tmp_path / "out")
+    f = {r["path"]: r for r in rep["files"]}[str(path)]
+    assert f["read"] == 9 and f["used"] == 7 and f["duplicate_id"] == 2 and f["reconciles"]
+    assert int(bars["n_trades"].sum()) == 7
+    assert bars["net_shares"].sum() == 1 + 1 + 2 + 4 + 5 + 6 + 8
+
+
 def test_ids_on_quotes_and_bars_are_found_among_clean_events(tmp_path):
     # every other quote is canonical (type + t, bid, ask, mid): the id must still be seen
     clean = [quote(k, 0.4, 0.6, mid=0.5) for k in range(1, 9)]
