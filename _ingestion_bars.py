@@ -149,15 +149,11 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     base[k_s == TRADE] = np.where(c["outcome"][ft] == 0, c["price"][ft], 1.0 - c["price"][ft])
     is_oh = k_s == OHLCV
     bars = {}
-    for f, how in (("open", "first"), ("high", "max"), ("low", "min"), ("close", "last")):
-        # open and close read one event per bar: gather the candle field there only
-        at = starts if how == "first" else ends if how == "last" else slice(None)
-        v = np.where(is_oh[at], c[f][si[at]], base[at])
-        if how in ("first", "last"):
-            bars[f] = np.full(n, np.nan)
-            bars[f][r[at]] = v
-        else:
-            bars[f] = _agg(r, v, n, how, starts)
+    for f, at in (("open", starts), ("close", ends)):  # one event per bar: gather there only
+        bars[f] = np.full(n, np.nan)
+        bars[f][r[at]] = np.where(is_oh[at], c[f][si[at]], base[at])
+    for f, how in (("high", "max"), ("low", "min")):
+        bars[f] = _agg(r, np.where(is_oh, c[f][si], base), n, how, starts)
     oh, trw, pc = tok & (kind == OHLCV), tok & (kind == TRADE), tok & (kind == PRICE_CHANGE)
     has_oh = np.bincount(ev_row[oh], minlength=n) > 0
     bars["volume"] = np.where(has_oh, np.bincount(ev_row[oh], c["volume"][oh], minlength=n),

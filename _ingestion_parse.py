@@ -225,13 +225,9 @@ def validate_events(events: list, unit: np.ndarray, n_units: int) -> tuple[dict,
                 given[f][rows] = got[2][f]
         if k == TRADE:
             # which id keys any fill has: a C scan per key, stopped at its first holder (cheaper
-            # than a union of every fill's keys); tx keys matter only beside an index key
-            has = [k for k in _ID_KEYS_IX if any(map(operator.contains, sub, repeat(k)))]
-            if has:
-                has += [k for k in _ID_KEYS_TX if any(map(operator.contains, sub, repeat(k)))]
-            if any(map(operator.contains, sub, repeat("id"))):
-                has.append("id")
-            id_keys.update(has)
+            # than a union of every fill's keys); _ids decides which of them make an id
+            id_keys.update(key for key in ("id", *_ID_KEYS_IX, *_ID_KEYS_TX)
+                           if any(map(operator.contains, sub, repeat(key))))
             side[idx] = _codes(_column(sub, "side"), _SIDES, -9)
             out_c[idx] = _codes(_column(sub, "outcome"), _OUTCOMES, -1)
         elif not clean or sum(map(len, sub)) != len(sub) * (len(fields) + 1):
