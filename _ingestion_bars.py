@@ -127,8 +127,8 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     n = int(off[-1])
     row_addr = np.repeat(np.arange(len(addrs)), nrows)
     row_start = first[row_addr] + (np.arange(n) - off[row_addr]) * iv
-    ev_row = off[ac] + (t - t % iv - first[ac]) // iv
-    led_row = off[led_ac] + (led["t"].to_numpy() - led["t"].to_numpy() % iv - first[led_ac]) // iv
+    ev_row = off[ac] + (ev_b - first[ac]) // iv
+    led_row = off[led_ac] + (led_b - first[led_ac]) // iv
 
     # token market data: events inside their own market's window, best source per bar
     ms, me = markets["start_ms"].to_numpy()[mkt], markets["end_ms"].to_numpy()[mkt]
@@ -160,7 +160,7 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
                               np.bincount(ev_row[trw], c["size"][trw], minlength=n))
     n_pc = np.bincount(ev_row[pc], minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        bars["spread"] = np.bincount(ev_row[pc], (c["best_ask"] - c["best_bid"])[pc],
+        bars["spread"] = np.bincount(ev_row[pc], c["best_ask"][pc] - c["best_bid"][pc],
                                      minlength=n) / np.where(n_pc > 0, n_pc, np.nan)
     bars["has_data"] = ~np.isnan(bars["close"])
 
