@@ -117,7 +117,8 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
 
     # timeline: per address, the bars of its events and of its settlements, continuous;
     # events are sorted by (address, t), so an address's first/last event bar is at its bounds
-    ev_b, led_b = t - t % iv, led["t"].to_numpy() - led["t"].to_numpy() % iv
+    led_t = led["t"].to_numpy()
+    ev_b, led_b = t - t % iv, led_t - led_t % iv
     bounds = np.searchsorted(ac, np.arange(len(addrs) + 1))  # every address has events
     first, last = ev_b[bounds[:-1]], ev_b[bounds[1:] - 1]
     np.minimum.at(first, led_ac, led_b)  # settlements (one per traded market and token)
@@ -185,7 +186,7 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     bars["sell_usdc"] = np.bincount(r, np.where(c["side"][tr] < 0, cash, 0.0), minlength=n)
 
     # positions: ledger deltas -> per-address levels at each bar's end
-    o = np.lexsort((led["seq"].to_numpy(), led["settle"].to_numpy(), led["t"].to_numpy(),
+    o = np.lexsort((led["seq"].to_numpy(), led["settle"].to_numpy(), led_t,
                     led_ac))
     e_ac, e_row = led_ac[o], led_row[o]
     # the six columns used below, reordered (not the whole 15-column ledger frame)

@@ -126,7 +126,7 @@ def average_cost(new: np.ndarray, settle: np.ndarray, d: np.ndarray, p: np.ndarr
     one step per position in a group, vectorised over the groups that have an entry there:
     max group length numpy steps instead of one Python step per fill. Each element sees the
     same IEEE operations in the same order as a scalar loop, so results are bit-identical
-    (tests/test_data_ingestion.py keeps that loop as the reference)."""
+    (tests/test_data_ingestion_positions.py keeps that loop as the reference)."""
     n = len(new)
     out = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)
     if n == 0:

@@ -370,6 +370,8 @@ class TraderDecisionTransformer(nn.Module):
             dim=-1,
         )  # (..., 3d)
         x = self.project(tok) + pos
+        # Dropout is the identity in eval too; skipping the module call saves its dispatch in
+        # step(), a live decision of ~80 tiny ops
         return self.drop(x) if self.training else x
 
     def _head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
