@@ -110,14 +110,16 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     mark = _ingestion_positions.marks(ev)
     pay_up, pay_src = _ingestion_positions.settlement_prices(markets, mark)
     led = _ingestion_positions.ledger(ev, markets, pay_up)
-    led_ac = ac[np.clip(led["seq"].to_numpy(), 0, None)]
+    # the ledger's columns read more than once below, read once: (n_entries,) each
+    led_seq, led_settle, led_mkt = (led[k].to_numpy() for k in ("seq", "settle", "market"))
+    led_t = led["t"].to_numpy()
+    led_ac = ac[np.clip(led_seq, 0, None)]
     m_ac = pd.Categorical(markets["address"].astype(str), categories=addrs).codes.astype(np.int64)
     addrs = addrs.astype(object)
-    led_ac = np.where(led["seq"].to_numpy() >= 0, led_ac, m_ac[led["market"].to_numpy()])
+    led_ac = np.where(led_seq >= 0, led_ac, m_ac[led_mkt])
 
     # timeline: per address, the bars of its events and of its settlements, continuous;
     # events are sorted by (address, t), so an address's first/last event bar is at its bounds
-    led_t = led["t"].to_numpy()
     ev_b, led_b = t - t % iv, led_t - led_t % iv
     bounds = np.searchsorted(ac, np.arange(len(addrs) + 1))  # every address has events
     first, last = ev_b[bounds[:-1]], ev_b[bounds[1:] - 1]
@@ -186,8 +188,7 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     bars["sell_usdc"] = np.bincount(r, np.where(c["side"][tr] < 0, cash, 0.0), minlength=n)
 
     # positions: ledger deltas -> per-address levels at each bar's end
-    o = np.lexsort((led["seq"].to_numpy(), led["settle"].to_numpy(), led_t,
-                    led_ac))
+    o = np.lexsort((led_seq, led_settle, led_t, led_ac))
     e_ac, e_row = led_ac[o], led_row[o]
     # the six columns used below, reordered (not the whole 15-column ledger frame)
     lo = {k: led[k].to_numpy()[o] for k in ("outcome", "dq", "dc", "dabs_c", "dabs_q",
@@ -220,7 +221,7 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     since = np.arange(n) - (run_start[np.clip(k, 0, None)] if len(run_start) else 0)
     bars["bars_since_entry"] = np.where(held, since, -1).astype(np.int64)
     settled = np.zeros(n, bool)
-    settled[led_row[led["settle"].to_numpy()]] = True
+    settled[led_row[led_settle]] = True
     bars["settled"] = settled
 
     # the market whose window contains bar_start (markets of the same address only)
@@ -235,7 +236,7 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     out = pd.DataFrame({"address": addrs[row_addr],
                         "bar_start": pd.to_datetime(row_start, unit="ms", utc=True),
                         "slug": slug, "settle_up": settle_up, **bars})[BAR_COLUMNS]
-    traded = np.unique(led["market"].to_numpy()[led["settle"].to_numpy()])
+    traded = np.unique(led_mkt[led_settle])
     out.attrs["positions"] = {
         "oversold_trades": int(led["oversold"].sum()), "post_end_trades": int(led["post_end"].sum()),
         "markets_traded": len(traded),
