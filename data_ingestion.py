@@ -25,6 +25,8 @@ _ingestion_bars.py; accounting: _ingestion_positions.py):
   its name; it is converted per (proxyWallet, slug) and its non-BTC-15m markets are reported
   as skipped (report["skipped_markets"]). Parsing runs in a process pool over batches of files
   (validation is vectorised over a batch); `--workers 1` stays in this process.
+  The pool's workers keep their freed heap between batches (`_keep_heap`, glibc's mallopt), so
+  a batch does not fault the previous one's pages in again; the caller's process is untouched.
 - Address = the folder name of a price file; a data-api dump uses each record's proxyWallet.
   Two files for one (address, slug): the first in path order is used, the other's events are
   dropped as `duplicate_market`.
@@ -53,6 +55,8 @@ _ingestion_bars.py; accounting: _ingestion_positions.py):
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import fnmatch
 import logging
 import multiprocessing as mp
@@ -141,6 +145,21 @@ def _find_files(data_dir: Path) -> list[tuple[str, str]]:
     return [(f, os.path.basename(os.path.dirname(f))) for f in found]
 
 
+def _keep_heap() -> None:
+    """Pool-worker initializer: glibc keeps a worker's freed heap for its next batch. By default
+    it hands the heap top back to the OS whenever more than twice its (dynamic) mmap threshold is
+    free, so each batch's numpy temporaries were faulted in again: 15,000-18,000 page faults per
+    worker on the 30-day demo (~4 us each on a VM; worker CPU -5 % without them, BENCHMARKS.md
+    "Ingestion", seventh round). Only the pool's own short-lived workers are tuned, never the
+    caller's process. A no-op where the C library has no mallopt."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks under 32 MiB come from the heap, reused
+    mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: the heap top is kept up to 256 MiB free
+
+
 def load_events(cfg: IngestionConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Parse every file under cfg.data_dir (process pool over batches of files) ->
     (events, markets, report).
@@ -168,7 +187,7 @@ def load_events(cfg: IngestionConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]
             bar.update(len(b))
     else:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_keep_heap) as pool:
             for b, part in zip(batches, pool.map(parse_files_packed, batches), strict=True):
                 parts.append(part)
                 bar.update(len(b))
