@@ -4,6 +4,8 @@ the CLI and the truncation (no-leakage) property. The fuzz test is in test_data_
 
 from __future__ import annotations
 
+import multiprocessing
+import platform
 import shutil
 import subprocess
 import sys
@@ -243,7 +245,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt (Linux)")
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's heap and mallopt")
 def test_pool_workers_keep_their_heap_between_batches():
     """glibc by default returns a freed heap top to the OS, so each batch faults its pages in
     again; after _keep_heap (the pool's initializer) the later batches reuse them."""
@@ -256,6 +258,8 @@ def test_pool_workers_keep_their_heap_between_batches():
     assert kept < default / 20
 
 
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                    reason="a monkeypatched initializer reaches the workers by fork only")
 def test_every_pool_worker_runs_the_heap_initializer(tmp_path, monkeypatch):
     import data_ingestion
 
