@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import ctypes.util
 import fnmatch
 import logging
 import multiprocessing as mp
@@ -152,9 +151,9 @@ def _keep_heap() -> None:
     worker on the 30-day demo (~4 us each on a VM; worker CPU -5 % without them, BENCHMARKS.md
     "Ingestion", seventh round). Only the pool's own short-lived workers are tuned, never the
     caller's process. A no-op where the C library has no mallopt."""
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
+    try:  # the running process's own symbols: libc is loaded, no find_library subprocess
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, TypeError, AttributeError):  # no dlopen(NULL) (Windows), no mallopt (macOS)
         return
     mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks under 32 MiB come from the heap, reused
     mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: the heap top is kept up to 256 MiB free

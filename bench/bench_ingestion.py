@@ -77,16 +77,20 @@ def make_set(root: Path, days: int, fills: int = 1) -> str:
     return "demo_data.py momentum, 1 trader, seed 0"
 
 
+def usage() -> tuple:
+    """resource usage so far of (this process, its reaped children: the pool's workers)."""
+    return resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+
+
 def cpu_s() -> float:
-    """CPU seconds of this process plus its reaped children (the pool's workers)."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    """CPU seconds of this process plus its reaped children."""
+    return sum(u.ru_utime + u.ru_stime for u in usage())
 
 
 def minor_faults() -> tuple[int, int]:
     """Minor page faults so far (this process, its reaped children). A fork pool adds
     copy-on-write faults to both sides; `fault_cost_us` says what one costs on this host."""
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    me, kids = usage()
     return me.ru_minflt, kids.ru_minflt
 
 
