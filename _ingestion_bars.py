@@ -25,7 +25,7 @@ import pandas as pd
 import _ingestion_positions
 from _ingestion_io import IngestionError
 from _ingestion_parse import OHLCV, PRICE_CHANGE, TRADE, UNDERLYING
-from _ingestion_positions import _BIG, _EPS  # key = group * _BIG + t stays int64 until 2100
+from _ingestion_positions import FLAT_EPS, KEY_STRIDE
 
 POSITION_COLUMNS = [
     "n_trades", "net_shares", "buy_usdc", "sell_usdc", "inv_up", "inv_down", "inventory",
@@ -78,7 +78,7 @@ def _level(delta: np.ndarray, acode: np.ndarray, e_row: np.ndarray, row_addr: np
     idx = np.searchsorted(e_row, np.arange(len(row_addr)), "right") - 1
     ok = (idx >= 0) & (acode[np.clip(idx, 0, None)] == row_addr) if len(delta) else idx < -1
     at_end = np.where(ok, lvl[np.clip(idx, 0, None)] if len(delta) else 0.0, 0.0)
-    return lvl, np.where(np.abs(at_end) < _EPS, 0.0, at_end)
+    return lvl, np.where(np.abs(at_end) < FLAT_EPS, 0.0, at_end)
 
 
 def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = "15min"
@@ -99,7 +99,7 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     addrs, remap = names[rank], np.zeros(len(cat.cat.categories), np.int64)
     remap[used[rank]] = np.arange(len(used))
     ac = remap[codes]  # address code in sorted-name order
-    key = ac.astype(np.int64) * _BIG + events["t"].to_numpy()
+    key = ac.astype(np.int64) * KEY_STRIDE + events["t"].to_numpy()
     ev = events
     if np.any(key[1:] < key[:-1]):  # load_events already sorts by (address, t)
         order = np.argsort(key, kind="stable")
@@ -169,7 +169,7 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
 
     # underlying: candles repeated across files of one address are used once
     ui = np.flatnonzero(kind == UNDERLYING)
-    ui = ui[np.sort(np.unique(ac[ui] * _BIG + t[ui], return_index=True)[1])]
+    ui = ui[np.sort(np.unique(ac[ui] * KEY_STRIDE + t[ui], return_index=True)[1])]
     r = ev_row[ui]
     for name, f, how in (("u_open", "open", "first"), ("u_high", "high", "max"),
                          ("u_low", "low", "min"), ("u_close", "close", "last")):
@@ -211,10 +211,10 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     bars["exposure_usdc"] = np.fmax(prev_g, _agg(e_row, lv["gross_c"][0], n, "max"))
     bars["realized_pnl"] = end["realized"]
     un = _ingestion_positions.unrealized_by_row(led, led_row, row_start, iv, mark)
-    bars["unrealized_pnl"] = np.where(np.abs(un) < _EPS, 0.0, un)
+    bars["unrealized_pnl"] = np.where(np.abs(un) < FLAT_EPS, 0.0, un)
     total = bars["realized_pnl"] + bars["unrealized_pnl"]
     bars["pnl"] = total - np.where(new_addr, 0.0, np.r_[0.0, total[:-1]])
-    held = end["gross_q"] > _EPS
+    held = end["gross_q"] > FLAT_EPS
     entry = held & (new_addr | ~np.r_[False, held[:-1]])
     run_start = np.flatnonzero(entry)
     k = np.cumsum(entry) - 1
@@ -226,8 +226,8 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
 
     # the market whose window contains bar_start (markets of the same address only)
     mo = np.lexsort((markets["start_ms"].to_numpy(), m_ac))
-    mkey = m_ac[mo] * _BIG + markets["start_ms"].to_numpy()[mo]
-    j = np.searchsorted(mkey, row_addr * _BIG + row_start, "right") - 1
+    mkey = m_ac[mo] * KEY_STRIDE + markets["start_ms"].to_numpy()[mo]
+    j = np.searchsorted(mkey, row_addr * KEY_STRIDE + row_start, "right") - 1
     jj = mo[np.clip(j, 0, None)]
     inside = (j >= 0) & (m_ac[jj] == row_addr) & (row_start < markets["end_ms"].to_numpy()[jj])
     slug = np.where(inside, markets["slug"].astype(str).to_numpy(dtype=object)[jj], None)

@@ -26,8 +26,11 @@ import pandas as pd
 
 from _ingestion_parse import OHLCV, PRICE_CHANGE, TRADE
 
-_BIG = np.int64(1) << 43
-_EPS = 1e-9
+KEY_STRIDE = np.int64(1) << 43
+"""Sort keys group * KEY_STRIDE + t (ms) stay int64 until 2100 for 2**20 groups; shared by
+the ingestion modules (defined once here)."""
+FLAT_EPS = 1e-9
+"""|shares| below this is a flat position (also zeroes P&L rounding dust)."""
 
 
 def marks(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -42,7 +45,7 @@ def marks(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                             np.where(events["outcome"].to_numpy() == 0, price, 1.0 - price)))
     m = kind <= OHLCV
     mk, t, val = events["market"].to_numpy()[m].astype(np.int64), events["t"].to_numpy()[m], val[m]
-    key = mk * _BIG + t
+    key = mk * KEY_STRIDE + t
     if not np.all(key[1:] >= key[:-1]):  # usually sorted already: (address, t) order
         order = np.lexsort((t, mk))
         mk, t, val = mk[order], t[order], val[order]
@@ -54,8 +57,8 @@ def settlement_prices(markets: pd.DataFrame, mark: tuple) -> tuple[np.ndarray, n
     "first_mark_after_end", "none"). Down pays 1 - the Up payout."""
     mk, t, val = mark
     n = len(markets)
-    key = mk * _BIG + t
-    end_key = np.arange(n, dtype=np.int64) * _BIG + markets["end_ms"].to_numpy()
+    key = mk * KEY_STRIDE + t
+    end_key = np.arange(n, dtype=np.int64) * KEY_STRIDE + markets["end_ms"].to_numpy()
     before = np.searchsorted(key, end_key, "left") - 1
     ok_b = (before >= 0) & (mk[np.clip(before, 0, None)] == np.arange(n)) if len(mk) else \
         np.zeros(n, bool)
@@ -157,13 +160,13 @@ def average_cost(new: np.ndarray, settle: np.ndarray, d: np.ndarray, p: np.ndarr
             qr = qj - sgn * close
             cr = avg * qr
             rem = dj + sgn * close
-            flip = np.abs(rem) > _EPS
+            flip = np.abs(rem) > FLAT_EPS
             qr, cr = np.where(flip, rem, qr), np.where(flip, rem * pj, cr)
-            flat = np.abs(qr) < _EPS
+            flat = np.abs(qr) < FLAT_EPS
             qn[j], cn[j] = np.where(flat, 0.0, qr), np.where(flat, 0.0, cr)
         r[st] = (qg * pvk - cg)[st]
         qn[st], cn[st] = 0.0, 0.0
-        post[i], oversold[i] = ~st & was, live & (dk < 0) & (qn < -_EPS)
+        post[i], oversold[i] = ~st & was, live & (dk < 0) & (qn < -FLAT_EPS)
         q_out[i], c_out[i], r_out[i] = qn, cn, r
         q[g], c[g], done[g] = qn, cn, was | st
     return out
@@ -195,7 +198,7 @@ def unrealized_by_row(led: pd.DataFrame, led_row: np.ndarray, row_start: np.ndar
     q, c = led["q"].to_numpy()[idx], led["c"].to_numpy()[idx]
     mk, mt, mv = mark
     m = led["market"].to_numpy()[first][grp]
-    j = np.searchsorted(mk * _BIG + mt, m * _BIG + row_start[prow] + iv, "left") - 1
+    j = np.searchsorted(mk * KEY_STRIDE + mt, m * KEY_STRIDE + row_start[prow] + iv, "left") - 1
     ok = (j >= 0) & (mk[np.clip(j, 0, None)] == m) if len(mk) else np.zeros(total, bool)
     up = mv[np.clip(j, 0, None)] if len(mk) else np.zeros(total)
     val = np.where(led["outcome"].to_numpy()[first][grp] == 0, up, 1.0 - up)

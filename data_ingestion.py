@@ -75,7 +75,7 @@ from _ingestion_files import convert_data_api_trades
 from _ingestion_io import IngestionError, add_config_args, atomic_write, field_docs
 from _ingestion_merge import finish_report, merge_parsed, summarize_reports
 from _ingestion_parse import ARRAY_FIELDS, KIND_NAMES, parse_files, parse_files_packed
-from _ingestion_positions import _BIG  # key = group * _BIG + t stays int64 until 2100
+from _ingestion_positions import KEY_STRIDE
 
 __all__ = ["IngestionConfig", "IngestionError", "PRICE_FILE_GLOB", "DATA_API_GLOB",
            "MARKET_SECONDS", "BAR_COLUMNS", "POSITION_COLUMNS", "KIND_NAMES", "load_price_file",
@@ -216,7 +216,8 @@ def load_events(cfg: IngestionConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]
     off = np.r_[0, np.cumsum(lens)]
     keep = [{**m, "lo": int(off[i]), "hi": int(off[i + 1])} for i, m in enumerate(keep)]
     events = _frame({"arrays": arr, "markets": keep})
-    key = events["address"].cat.codes.to_numpy().astype(np.int64) * _BIG + events["t"].to_numpy()
+    codes = events["address"].cat.codes.to_numpy().astype(np.int64)
+    key = codes * KEY_STRIDE + events["t"].to_numpy()
     if np.any(key[1:] < key[:-1]):  # sort by (address, t), stable, only when needed
         events = events.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
     mk = pd.DataFrame({
