@@ -5,6 +5,8 @@ into BAR_COLUMNS (docs/INTERFACES.md): continuous per address, sorted, the Up to
 the best source per bar, the underlying's bar, the trader's fills, and the positions of
 _ingestion_positions' ledger as per-bar levels (vectorised: cumulative sums and searchsorted,
 nothing loops over bars or events). `forward_filled` gives a filled close that is never data.
+Tables that disagree (an event whose address is not its market's, as when a data-api
+dump's markets are keyed by folder, not proxyWallet) raise IngestionError naming both.
 The decisions (sources, settlement, exposure) are listed in data_ingestion's docstring.
 
 No-leakage rule: every column of a row is a function of events with time < its bar's end (marks
@@ -107,6 +109,14 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     ac = ac.astype(np.int64)
     t, kind = ev["t"].to_numpy(), ev["kind"].to_numpy()
     mkt = ev["market"].to_numpy().astype(np.int64)
+    m_ac = pd.Categorical(markets["address"].astype(str), categories=addrs).codes.astype(np.int64)
+    wrong = np.flatnonzero(m_ac[mkt] != ac)  # (n_events,) compare: each market is one address's
+    if len(wrong):  # else its settlement would land on no address's timeline
+        i = int(wrong[0])
+        raise IngestionError(
+            f"build_bars: {len(wrong)} events carry an address other than their market's: event "
+            f"at t={int(t[i])} of market {markets['slug'].iloc[mkt[i]]!r} has address "
+            f"{ev['address'].iloc[i]!r}, the markets table {markets['address'].iloc[mkt[i]]!r}")
     mark = _ingestion_positions.marks(ev)
     pay_up, pay_src = _ingestion_positions.settlement_prices(markets, mark)
     led = _ingestion_positions.ledger(ev, markets, pay_up)
@@ -114,7 +124,6 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     led_seq, led_settle, led_mkt = (led[k].to_numpy() for k in ("seq", "settle", "market"))
     led_t = led["t"].to_numpy()
     led_ac = ac[np.clip(led_seq, 0, None)]
-    m_ac = pd.Categorical(markets["address"].astype(str), categories=addrs).codes.astype(np.int64)
     addrs = addrs.astype(object)
     led_ac = np.where(led_seq >= 0, led_ac, m_ac[led_mkt])
 

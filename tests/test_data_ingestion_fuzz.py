@@ -12,10 +12,12 @@ import tempfile
 from pathlib import Path
 
 import hypothesis.strategies as st
-from hypothesis import HealthCheck, given, settings
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, example, given, settings
 
 from _ingestion_parse import TRADE
-from data_ingestion import build_bars, load_price_file
+from data_ingestion import IngestionError, build_bars, load_price_file
 
 START = 1768904100
 T0 = START * 1000
@@ -74,20 +76,32 @@ def _check(raw: bytes, expect_read: int | None = None) -> None:
     if expect_read is not None:
         assert rep["read"] == expect_read
     if len(ev):
-        assert ev["t"].is_monotonic_increasing
-        markets = _markets(rep)
+        # sorted by (market, t), as load_price_file promises (a dump of two wallets is two
+        # markets)
+        key = ev["market"].astype("int64") * 10**13 + ev["t"]
+        assert key.is_monotonic_increasing
+        markets = _markets(ev, rep)
         bars = build_bars(ev, markets, "1min")
         assert int(bars["n_trades"].sum()) == int((ev["kind"] == TRADE).sum())
-        assert bars["bar_start"].is_monotonic_increasing
+        # one row per (address, bar_start), sorted so (a dump of two wallets: two timelines)
+        rows = pd.MultiIndex.from_frame(bars[["address", "bar_start"]].astype({"address": str}))
+        assert rows.is_monotonic_increasing and rows.is_unique
 
 
-def _markets(rep: dict):
+def _markets(ev, rep: dict):
+    """The markets table load_events would pair with `ev`: row i = market code i, with the
+    address and slug its events carry (a data-api dump's fills carry their proxyWallet, not the
+    folder's name); a market with no used events keeps the folder's address."""
     import pandas as pd
 
-    start_ms = START * 1000
-    return pd.DataFrame({"address": [rep["address"]], "slug": [rep["slugs"][0]],
-                         "start_ms": [start_ms], "end_ms": [start_ms + 900_000],
-                         "resolution": [None], "path": [rep["path"]], "n_events": [rep["used"]]})
+    start_ms, n = START * 1000, int(ev["market"].max()) + 1
+    first = ev.drop_duplicates("market").set_index("market")
+    return pd.DataFrame({
+        "address": [str(first["address"].get(i, rep["address"])) for i in range(n)],
+        "slug": [str(first["slug"].get(i, rep["slugs"][0])) for i in range(n)],
+        "start_ms": start_ms, "end_ms": start_ms + 900_000, "resolution": None,
+        "path": rep["path"], "n_events": ev["market"].value_counts().reindex(range(n), fill_value=0)
+        .to_numpy()})
 
 
 @settings(max_examples=1200, **SETTINGS)
@@ -109,6 +123,10 @@ def test_fuzz_truncated_and_corrupt_bytes(d, frac, junk):
     _check(raw[: int(len(raw) * frac)] + junk)
 
 
+_FILL = {"side": "BUY", "size": 1.0, "price": 0.5, "slug": f"btc-updown-15m-{START}",
+         "outcome": "Up"}
+
+
 @settings(max_examples=300, **SETTINGS)
 @given(st.lists(st.one_of(maybe({"proxyWallet": st.sampled_from(["0xa", "0xb"]), "side":
                                  st.sampled_from(["BUY", "SELL"]), "size": size, "price": price,
@@ -117,8 +135,20 @@ def test_fuzz_truncated_and_corrupt_bytes(d, frac, junk):
                                                           "sol-updown-15m-1768904100"]),
                                  "outcome": st.sampled_from(["Up", "Down"])}), weird),
                 max_size=20))
+# valid fills always run: a dump's fills carry their proxyWallet, not the folder's address
+@example([{"proxyWallet": "0xa", "timestamp": START, **_FILL}])
+@example([{"proxyWallet": w, "timestamp": START + dt, **_FILL} for w, dt in
+          (("0xa", 0), ("0xb", 60), ("0xa", 900))])
 def test_fuzz_data_api_lists(records):
     _check(json.dumps(records, allow_nan=True).encode(), len(records))
+
+
+def test_build_bars_names_an_address_its_market_does_not_have():
+    PATH.write_bytes(json.dumps([{"proxyWallet": "0xa", "timestamp": START, **_FILL}]).encode())
+    ev, rep = load_price_file(PATH)
+    markets = _markets(ev, rep).assign(address="0xfuzz")  # the folder's name, not the fill's
+    with pytest.raises(IngestionError, match=r"btc-updown-15m-\d+.*'0xa'.*'0xfuzz'"):
+        build_bars(ev, markets, "1min")
 
 
 def test_empty_and_degenerate_files():
