@@ -123,9 +123,8 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     # the ledger's columns read more than once below, read once: (n_entries,) each
     led_seq, led_settle, led_mkt = (led[k].to_numpy() for k in ("seq", "settle", "market"))
     led_t = led["t"].to_numpy()
-    led_ac = ac[np.clip(led_seq, 0, None)]
+    led_ac = m_ac[led_mkt]  # the check above: a fill's address is its market's (settlements too)
     addrs = addrs.astype(object)
-    led_ac = np.where(led_seq >= 0, led_ac, m_ac[led_mkt])
 
     # timeline: per address, the bars of its events and of its settlements, continuous;
     # events are sorted by (address, t), so an address's first/last event bar is at its bounds
