@@ -3,7 +3,7 @@
 Promise: `python evaluate.py --model models/best_model.pt` scores the checkpoint on one split of
 `data/processed_trader_data.parquet` (default test) and writes, each atomically, to `--out`:
 `metrics.json`, `predictions.parquet` (address, bar_start, split, action, pred,
-prob_STRONG_BUY .. prob_STRONG_SELL, rtg_input, rtg_pred), `confusion_matrix.png`,
+prob_STRONG_BUY .. prob_STRONG_SELL, rtg_input, rtg_pred, pred_<baseline> per baseline), `confusion_matrix.png`,
 `rtg_sweep.png`, `equity_curves.png` and `report.md`: the twin's metrics, four baselines, the
 oracle ceiling where the demo truth exists, the RTG sweep, a backtest and distilled rules.
 
@@ -19,7 +19,8 @@ every statistic are fitted on the train split only.
 Run alone: `python evaluate.py --model models/best_model.pt [--processed PATH] [--split test]
 [--out reports] [--truth_dir data/demo_truth] [--target_rtg 0.01] [--device cpu]`.
 
-Decisions where the issue is silent: pipeline metadata (state columns, window, bar interval,
+Decisions where the issue is silent: --processed defaults to the parquet the checkpoint was
+trained on (its train_config), and the parquet's state columns must be the model's; pipeline metadata (state columns, window, bar interval,
 class sizes) is the checkpoint's `pipeline_meta` (what the model was trained with), falling back
 to `pipeline_meta.json` next to the parquet. Windows tile the split (stride = window, as the
 Dataset does for val/test), so every row is scored once; the distilled tree is fitted to the
@@ -41,7 +42,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
 import pandas as pd
 
 import _evaluate_analysis as ea
@@ -52,10 +52,11 @@ from sequence_preparation import (
     PROCESSED_PATH,
     RTG_SCALE,
     SPLITS,
+    ProcessedDataError,
     honest_rtg,
     honest_target,
-    load_processed,
-    meta_path_for,
+    read_meta,
+    read_processed,
 )
 
 log = logging.getLogger("evaluate")
@@ -65,8 +66,8 @@ log = logging.getLogger("evaluate")
 class EvalConfig:
     model: str = "models/best_model.pt"
     """Checkpoint written by train_model.py (carries model_config and pipeline_meta)."""
-    processed: str = PROCESSED_PATH
-    """Processed parquet written by pipeline.py."""
+    processed: str | None = None
+    """Processed parquet (None = the one the checkpoint was trained on, from its train_config)."""
     split: str = "test"
     """Split to evaluate: train, val or test."""
     out: str = "reports"
@@ -126,15 +127,39 @@ def load_checkpoint(path: str | Path, device: str):
     return model.to(device).eval(), ckpt
 
 
+def trained_on(ckpt: dict) -> str:
+    """The processed parquet a checkpoint was trained on (its train_config; else the default)."""
+    return str((ckpt.get("train_config") or {}).get("processed") or PROCESSED_PATH)
+
+
 def resolve_meta(ckpt: dict, processed: str | Path) -> dict:
-    """The pipeline metadata the model was trained with (checkpoint first, then the json file)."""
+    """The pipeline metadata the model was trained with (checkpoint first, then the parquet's
+    own meta file)."""
     meta = ckpt.get("pipeline_meta") or {}
     if not meta.get("state_features"):
-        f = meta_path_for(processed)
-        if not f.exists():
-            raise EvaluationError(f"no pipeline_meta in the checkpoint and {f} missing: run `python pipeline.py`")
-        meta = orjson.loads(f.read_bytes())
+        try:
+            meta = read_meta(processed)
+        except ProcessedDataError as e:
+            raise EvaluationError(f"no pipeline_meta in the checkpoint, and {e}") from None
     return meta
+
+
+def load_rows(processed: str | Path, meta: dict) -> pd.DataFrame:
+    """The processed frame, checked against its own meta and the checkpoint's: the state
+    columns must be the model's (else one-line EvaluationError); another config hash with the
+    same columns is logged (the model is scored on data built differently from its training)."""
+    try:
+        df, own = read_processed(processed)
+    except ProcessedDataError as e:
+        raise EvaluationError(str(e)) from None
+    if list(own["state_features"]) != list(meta["state_features"]):
+        raise EvaluationError(f"{processed} has state columns {own['state_features']} but the model was "
+                              f"trained on {meta['state_features']}: pass --processed with the "
+                              "parquet it was trained on")
+    if meta.get("config_hash") and own.get("config_hash") != meta.get("config_hash"):
+        log.warning("%s was built with config %s, the model's training data with %s", processed,
+                    own.get("config_hash"), meta.get("config_hash"))
+    return df
 
 
 # ---------------------------------------------------------------- twin predictions
@@ -215,19 +240,20 @@ def run(cfg: EvalConfig) -> dict:
 
     if cfg.split not in SPLITS:
         raise EvaluationError(f"--split must be one of {SPLITS}, got {cfg.split!r}")
-    if not Path(cfg.processed).exists():
-        raise EvaluationError(f"{cfg.processed} not found: run `python pipeline.py` first")
     if not 1 <= cfg.tree_depth <= 4 or cfg.sweep_steps < 2:
         raise EvaluationError("--tree_depth must be in 1..4 and --sweep_steps >= 2")
     torch.manual_seed(cfg.seed)
     device = _device(cfg.device)
     model, ckpt = load_checkpoint(cfg.model, device)
-    meta = resolve_meta(ckpt, cfg.processed)
+    processed = cfg.processed or trained_on(ckpt)
+    meta = resolve_meta(ckpt, processed)
     cols, window = list(meta["state_features"]), int(meta["window"])
-    df = load_processed(cfg.processed)
-    missing = [c for c in [*cols, "action", "prev_action", "return", "pnl", "net_shares"] if c not in df]
+    df = load_rows(processed, meta)
+    missing = [c for c in ["pnl", "net_shares"] if c not in df]
     if missing:
-        raise EvaluationError(f"{cfg.processed} lacks columns {missing}: rerun `python pipeline.py --force`")
+        raise EvaluationError(f"{processed} lacks columns {missing}: rerun `python pipeline.py --force`")
+    if not (df["split"] == cfg.split).any():
+        raise EvaluationError(f"{processed} has no {cfg.split} rows: nothing to evaluate")
     window = min(window, model.config.context)
     target = honest_target(df, window) if cfg.target_rtg is None else float(cfg.target_rtg)
     tr = predict_split(model, df, "train", window, cols, [target], device, cfg.batch_size)
@@ -270,9 +296,11 @@ def run(cfg: EvalConfig) -> dict:
     for k, name in enumerate(ACTIONS):
         preds[f"prob_{name}"] = proba[:, k].astype(np.float32)
     preds["rtg_input"], preds["rtg_pred"] = ev["rtg_input"][0], ev["rtg_pred"][0]
+    for name, b in base.items():  # per-row baseline classes: paired comparisons downstream
+        preds[f"pred_{name}"] = np.asarray(b["pred"]).astype(np.int8)
     atomic_write(out / "predictions.parquet", preds)
     metrics = {
-        "config": asdict(cfg), "split": cfg.split, "rows": int(len(rows)), "target_rtg": target,
+        "config": asdict(cfg) | {"processed": str(processed)}, "split": cfg.split, "rows": int(len(rows)), "target_rtg": target,
         "conditioning": "honest: target - observed past returns; previous actions = the trader's",
         "twin": twin, "leaky_reference_realised_rtg": leaky, "baselines": baselines,
         "twin_beats": {k: twin["macro_f1"] > v["macro_f1"] for k, v in baselines.items()},

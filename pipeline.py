@@ -16,8 +16,10 @@ Run alone: `python pipeline.py [--data_dir DIR] [--output PATH] [--force] ...` (
 The run is skipped when the parquet is newer than every input file, the input set is unchanged
 and the config hash matches (`is_stale(cfg)`), unless --force.
 
-Decisions where the issue is silent: the meta path is always `pipeline_meta.json` next to the
-output; the ingestion report goes to the output's folder; the config hash covers every field
+Decisions where the issue is silent: each parquet has its own meta, `pipeline_meta.json` beside
+the default name and `{stem}.pipeline_meta.json` beside any other (seq.meta_path_for); the
+parquet's schema metadata carries the config hash and the meta lists the parquet's columns, so
+readers detect a meta from another config or a file with missing or extra columns; the ingestion report goes to the output's folder; the config hash covers every field
 except `force` and `workers` (they do not change the output); the input fingerprint is the
 number, total size and newest mtime of the price files; prev_action is the row's actual
 previous action (START_ACTION at a trader's first bar), also across split boundaries, since it
@@ -209,10 +211,25 @@ def _jsonable(obj):
     return obj
 
 
-def write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """df -> parquet at path (pyarrow, no index), atomically."""
+def write_parquet(df: pd.DataFrame, path: Path, cfg_hash: str) -> None:
+    """df -> parquet at path (pyarrow, no index), atomically; the schema metadata carries the
+    config hash, so a reader can tell a meta from another config (seq.read_processed)."""
     table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           seq.CONFIG_HASH_KEY: cfg_hash.encode()})
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def config_from_meta(meta: dict, output: str) -> PipelineConfig:
+    """The PipelineConfig a meta was built with, writing to `output`; PipelineError when the
+    meta's config has fields this version does not know (a meta from another version)."""
+    known = {f.name for f in fields(PipelineConfig)}
+    stored = dict(meta.get("config") or {})
+    unknown = sorted(set(stored) - known)
+    if not stored or unknown:
+        raise PipelineError(f"the meta of {output} has {'no config' if not stored else f'unknown config fields {unknown}'}"
+                            f": rebuild with `python pipeline.py --output {output} --force`")
+    return PipelineConfig(**(stored | {"output": output, "force": False}))
 
 
 class _Stage:
@@ -330,8 +347,9 @@ def run(cfg: PipelineConfig) -> dict:
     df, meta = build(cfg)
     meta.update(config=_jsonable(asdict(cfg)), config_hash=config_hash(cfg),
                 inputs=input_fingerprint(files), created=datetime.now(UTC).isoformat())
+    meta["columns"] = list(df.columns)
     out = Path(cfg.output)
-    write_parquet(df, out)
+    write_parquet(df, out, meta["config_hash"])
     atomic_write(meta_path(cfg), orjson.dumps(_jsonable(meta), option=orjson.OPT_INDENT_2))
     for w in meta["warnings"]:
         log.warning("warning: %s", w)

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from action_discretization import START_ACTION
+from action_discretization import ACTIONS, HOLD, START_ACTION
 
 RTG_SCALE = 100.0
 """The model sees RTG x RTG_SCALE (returns are fractions of capital)."""
@@ -64,8 +64,24 @@ class SequenceConfig:
 
 
 def meta_path_for(processed: str | Path) -> Path:
-    """pipeline_meta.json next to the processed parquet."""
-    return Path(processed).with_name(Path(META_PATH).name)
+    """The meta file of one processed parquet: `pipeline_meta.json` beside the default
+    `processed_trader_data.parquet`, `{stem}.pipeline_meta.json` beside any other name, so two
+    parquets in one folder never share (and overwrite) one meta."""
+    p = Path(processed)
+    if p.name == Path(PROCESSED_PATH).name:
+        return p.with_name(Path(META_PATH).name)
+    return p.with_name(f"{p.stem}.{Path(META_PATH).name}")
+
+
+class ProcessedDataError(ValueError):
+    """The processed parquet or its meta is missing, unreadable, from another config, or lacks
+    columns; every CLI prints it as one line and exits 2."""
+
+
+CONFIG_HASH_KEY = b"trader_twin_config_hash"
+"""Parquet schema-metadata key holding the pipeline config hash the file was built with."""
+SEQUENCE_COLUMNS = ["address", "bar_start", "split", "action", "prev_action", "return"]
+"""Columns every consumer of the processed parquet needs beside the state columns."""
 
 
 def _utc(value: str) -> pd.Timestamp:
@@ -232,6 +248,39 @@ def honest_rtg(returns: np.ndarray, target: float) -> np.ndarray:
     return target - past
 
 
+MIN_TRAIN_TRADES = 50
+"""Fewer non-HOLD train actions than this: the data is too small to learn a trader from."""
+MIN_TRAIN_WINDOWS = 8
+"""Fewer train windows than this: too few sequences to fit a sequence model."""
+
+
+def data_size_warnings(counts: dict[str, list[int]], windows: dict[str, int] | None = None) -> list[str]:
+    """Plain-words warnings when the data is too small to learn from or to select a model on.
+
+    counts: {split: per-class action counts (N_ACTIONS,)}; windows: {split: window count}. One
+    sentence per problem, with the numbers: too few non-HOLD train actions (< MIN_TRAIN_TRADES),
+    too few train windows (< MIN_TRAIN_WINDOWS), a val or test split with no rows or one class
+    only (its macro-F1 says nothing about the twin)."""
+    out = []
+    tr = np.asarray(counts.get("train", [0] * len(ACTIONS)))
+    trades = int(tr.sum() - tr[HOLD])
+    if trades < MIN_TRAIN_TRADES:
+        out.append(f"too small to learn from: {trades} non-HOLD train actions out of {int(tr.sum())} "
+                   f"train bars (need >= {MIN_TRAIN_TRADES})")
+    if windows is not None and windows.get("train", 0) < MIN_TRAIN_WINDOWS:
+        out.append(f"too small to learn from: {windows.get('train', 0)} train windows "
+                   f"(need >= {MIN_TRAIN_WINDOWS})")
+    for split in ("val", "test"):
+        c = np.asarray(counts.get(split, [0] * len(ACTIONS)))
+        present = [ACTIONS[i] for i in np.flatnonzero(c)]
+        if c.sum() == 0:
+            out.append(f"the {split} split has no rows: nothing to select or score a model on")
+        elif len(present) == 1:
+            out.append(f"the {split} split holds one class only ({present[0]} x {int(c.sum())}): "
+                       f"its macro-F1 cannot tell a twin from a constant")
+    return out
+
+
 def load_processed(processed: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
     """Read the processed parquet (pyarrow), sorted by (address, bar_start), index 0..N-1."""
     import pyarrow.parquet as pq
@@ -240,27 +289,88 @@ def load_processed(processed: str | Path, columns: list[str] | None = None) -> p
     return df.sort_values(["address", "bar_start"], kind="stable").reset_index(drop=True)
 
 
+def read_meta(processed: str | Path) -> dict:
+    """The parquet's own meta (meta_path_for); ProcessedDataError when missing or unreadable."""
+    import orjson
+
+    f = meta_path_for(processed)
+    if not Path(processed).exists():
+        raise ProcessedDataError(f"{processed} not found: run `python pipeline.py --output {processed}` first")
+    try:
+        meta = orjson.loads(f.read_bytes())
+    except FileNotFoundError:
+        raise ProcessedDataError(f"{f} (the meta of {processed}) not found: rebuild with "
+                                 f"`python pipeline.py --output {processed} --force`") from None
+    except orjson.JSONDecodeError as e:
+        raise ProcessedDataError(f"{f} is not valid JSON ({e}): rebuild with "
+                                 f"`python pipeline.py --output {processed} --force`") from None
+    for key in ("state_features", "window", "stride"):
+        if key not in meta:
+            raise ProcessedDataError(f"{f} lacks field {key!r} (a meta from another version?): "
+                                     f"rebuild with `python pipeline.py --output {processed} --force`")
+    return meta
+
+
+def parquet_schema(processed: str | Path, meta: dict):
+    """The parquet's pyarrow schema, checked to be readable and built with `meta`'s config (the
+    config hash in its schema metadata, when it has one); ProcessedDataError otherwise."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(processed)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise ProcessedDataError(f"{processed} is not a readable parquet ({e}): rebuild with "
+                                 f"`python pipeline.py --output {processed} --force`") from None
+    built = (schema.metadata or {}).get(CONFIG_HASH_KEY)
+    if built is not None and meta.get("config_hash") and built.decode() != meta["config_hash"]:
+        raise ProcessedDataError(
+            f"{meta_path_for(processed)} is from another config (hash {meta['config_hash']}) than "
+            f"{processed} (hash {built.decode()}): rebuild with `python pipeline.py --output {processed} --force`")
+    return schema
+
+
+def read_processed(processed: str | Path, columns: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
+    """Read the parquet once with its checked meta -> (frame sorted by (address, bar_start), meta).
+
+    Checks, each a one-line ProcessedDataError naming the file: the meta exists and parses; the
+    parquet was built with the meta's config (schema-metadata hash, when the parquet has one);
+    the parquet holds the meta's state columns and SEQUENCE_COLUMNS (missing ones named) and no
+    state-like column the meta does not list (`columns` in the meta, when recorded). `columns`
+    None reads every column; else these plus the state and sequence columns."""
+    meta = read_meta(processed)
+    schema = parquet_schema(processed, meta)
+    cols = list(meta["state_features"])
+    need = [*SEQUENCE_COLUMNS, *cols]
+    missing = [c for c in need if c not in schema.names]
+    recorded = meta.get("columns")
+    extra = [c for c in schema.names if recorded is not None and c not in recorded]
+    if missing or extra:
+        what = "; ".join(x for x in (f"lacks columns {missing}" if missing else "",
+                                     f"has columns its meta does not list {extra}" if extra else "") if x)
+        raise ProcessedDataError(f"{processed} {what}: rebuild with `python pipeline.py --output {processed} --force`")
+    read = None if columns is None else list(dict.fromkeys([*need, *columns]))
+    return load_processed(processed, read), meta
+
+
 def make_dataloader(processed: str | Path = PROCESSED_PATH, split: str = "val", batch_size: int = 32,
                     shuffle: bool | None = None, num_workers: int = 0, device=None, sampler=None,
-                    window: int | None = None, stride: int | None = None):
+                    window: int | None = None, stride: int | None = None,
+                    frame: tuple[pd.DataFrame, dict] | None = None):
     """DataLoader of TraderSequenceDataset over the processed parquet.
 
-    window, stride and state columns come from pipeline_meta.json next to the parquet unless
-    given. shuffle None = shuffle train only (False when a sampler is passed, e.g. a
-    DistributedSampler); pin_memory on CUDA devices; a seeded generator keeps shuffling
-    deterministic. row_index refers to rows of load_processed(processed).
+    window, stride and state columns come from the parquet's meta (meta_path_for) unless
+    given. frame: a (df, meta) pair from read_processed, so a caller that builds several loaders
+    reads the parquet once (`processed` is then only named in errors). shuffle None = shuffle
+    train only (False when a sampler is passed, e.g. a DistributedSampler); pin_memory on CUDA
+    devices; a seeded generator keeps shuffling deterministic. row_index refers to rows of
+    load_processed(processed). Bad files raise ProcessedDataError (one line).
     """
-    import orjson
     import torch
     from torch.utils.data import DataLoader
 
-    meta_file = meta_path_for(processed)
-    if not Path(processed).exists() or not meta_file.exists():
-        raise FileNotFoundError(f"{processed} or {meta_file} missing: run `python pipeline.py` first")
-    meta = orjson.loads(meta_file.read_bytes())
+    df, meta = frame if frame is not None else read_processed(processed, [])
     cols = list(meta["state_features"])
-    df = load_processed(processed, ["address", "bar_start", "split", *cols,
-                                    "action", "prev_action", "return"])
     ds = TraderSequenceDataset(df, split, window or meta["window"], stride or meta["stride"], cols)
     if sampler is not None:
         shuffle = False

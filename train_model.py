@@ -1,7 +1,9 @@
 """Train the trader's Decision Transformer on the processed parquet -> models/.
 
-Promise: `python train_model.py` (re)builds `data/processed_trader_data.parquet` with the
-pipeline when it is missing or stale, trains TraderDecisionTransformer on the train split,
+Promise: `python train_model.py` trains on the parquet the user built (`--processed`, default
+`data/processed_trader_data.parquet`): it builds it with the pipeline's defaults only when it is
+missing, rebuilds it with its own config (from its meta) when its price files changed, and
+never with another config; then it trains TraderDecisionTransformer on the train split,
 validates on val every epoch, and writes `models/last.pt` (every epoch), `models/best_model.pt`
 (best val macro-F1), `models/metrics.jsonl` (one JSON line per epoch) and
 `models/learning_curve.png`. Checkpoints hold model_state_dict, model_config, optimizer,
@@ -19,10 +21,13 @@ multi-GPU: `torchrun --nproc_per_node 4 train_model.py --device cuda`.
 
 Decisions where the issue is silent:
 - Shuffling: a DistributedSampler (also with one process) whose permutation is seeded with
-  seed + epoch, so a resumed run sees the same batches; the train dataset is built once to size
-  the sampler, then make_dataloader(sampler=...) builds the loader (the parquet is read twice).
-- The pipeline is run only when the parquet is missing, or when `--data_dir` holds price files
-  and pipeline.is_stale says so; a parquet without inputs next to it is used as it is.
+  seed + epoch, so a resumed run sees the same batches. The parquet is read once
+  (sequence_preparation.read_processed, which checks its columns and its meta's config).
+- `--data_dir` defaults to the parquet's own folder of price files (its meta's config); another
+  folder is a one-line error naming the command that builds a parquet from it. A parquet whose
+  price files are gone is used as it is. No train or val windows, or one train class, is a
+  one-line error; too little data and a one-class val split are logged as warnings (with the
+  numbers) and stored in the checkpoint's train_config["data_size_warnings"].
 - rtg_norm = the train std of RTG_{t+1} (model units), stored in the model's state dict.
 - model context = the data's window; state_dim from pipeline_meta.json. `--resume` rebuilds the
   model from the checkpoint's model_config and keeps its LR schedule (total steps).
@@ -51,10 +56,14 @@ from data_ingestion import add_config_args, atomic_write
 from model_architecture import ModelConfig, TraderDecisionTransformer
 from sequence_preparation import (
     PROCESSED_PATH,
+    ProcessedDataError,
+    TraderSequenceDataset,
+    data_size_warnings,
     honest_target,
-    load_processed,
     make_dataloader,
-    meta_path_for,
+    parquet_schema,
+    read_meta,
+    read_processed,
 )
 from training import (
     TraderTrainer,
@@ -68,14 +77,17 @@ from training import (
 )
 
 log = logging.getLogger("train_model")
+DEFAULT_DATA_DIR = "downloads/merged_trades"
+"""Where a missing parquet is built from when --data_dir is not given."""
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Flags of train_model.py (one field per flag, same names)."""
 
-    data_dir: str = "downloads/merged_trades"
-    """Price files the pipeline reads when the parquet is missing or stale."""
+    data_dir: str | None = None
+    """Price files of the parquet (None = the parquet's own, from its meta; downloads/merged_trades
+    when the parquet is missing). Another folder than the parquet's own is an error."""
     output_dir: str = "models"
     """Where best_model.pt, last.pt, metrics.jsonl and learning_curve.png go."""
     epochs: int = 50
@@ -85,7 +97,7 @@ class TrainConfig:
     device: str = "auto"
     """cuda | cpu | auto (cuda when available)."""
     processed: str = PROCESSED_PATH
-    """Processed parquet (pipeline_meta.json next to it)."""
+    """Processed parquet (its meta beside it: sequence_preparation.meta_path_for)."""
     lr: float = TrainerConfig.lr
     """Peak learning rate (AdamW, warmup + cosine)."""
     seed: int = 0
@@ -132,27 +144,54 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     return torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
 
 
+def _run_pipeline(pcfg) -> None:
+    import pipeline
+
+    try:
+        pipeline.run(pcfg)
+    except pipeline.PipelineError as e:
+        raise TrainError(f"pipeline: {e}") from None
+
+
 def ensure_processed(cfg: TrainConfig) -> None:
-    """Run the pipeline when the parquet is missing, or stale with inputs present (module doc)."""
-    missing = not Path(cfg.processed).exists() or not meta_path_for(cfg.processed).exists()
-    if not missing and not Path(cfg.data_dir).is_dir():
-        return  # nothing to rebuild from: use the parquet as it is
+    """Build cfg.processed when missing, refresh it when its inputs changed, never change its
+    config (module doc). TrainError (one line) when --data_dir is not the parquet's own."""
     import pipeline  # lazy: below us in the module chain, and heavy
 
-    pcfg = pipeline.PipelineConfig(data_dir=cfg.data_dir, output=cfg.processed)
-    if missing or (pipeline.price_files(cfg.data_dir) and pipeline.is_stale(pcfg)):
-        log.info("processed data %s is %s: running the pipeline on %s", cfg.processed,
-                 "missing" if missing else "stale", cfg.data_dir)
-        try:
-            pipeline.run(pcfg)
-        except pipeline.PipelineError as e:
-            raise TrainError(f"pipeline: {e}") from None
+    out = Path(cfg.processed)
+    if not out.exists():
+        data_dir = cfg.data_dir or DEFAULT_DATA_DIR
+        if not pipeline.price_files(data_dir):
+            raise TrainError(f"{out} not found and {data_dir} holds no price files: build it with "
+                             f"`python pipeline.py --data_dir DIR --output {out}`")
+        log.info("%s not found: building it from %s with the pipeline's defaults", out, data_dir)
+        _run_pipeline(pipeline.PipelineConfig(data_dir=data_dir, output=str(out)))
+        return
+    try:
+        meta = read_meta(out)
+        parquet_schema(out, meta)  # the meta must be this parquet's own
+        if not meta.get("config"):  # a parquet built by other means: nothing to rebuild it with
+            log.info("%s: its meta holds no pipeline config; using it as it is", out)
+            return
+        pcfg = pipeline.config_from_meta(meta, str(out))
+    except (ProcessedDataError, pipeline.PipelineError) as e:
+        raise TrainError(str(e)) from None
+    if cfg.data_dir is not None and Path(cfg.data_dir).resolve() != Path(pcfg.data_dir).resolve():
+        raise TrainError(
+            f"{out} was built from {pcfg.data_dir}, not --data_dir {cfg.data_dir}: drop --data_dir to "
+            f"train on it, or build another parquet first: `python pipeline.py --data_dir "
+            f"{cfg.data_dir} --output OTHER.parquet` and train with --processed OTHER.parquet")
+    if not pipeline.price_files(pcfg.data_dir):
+        return  # nothing to rebuild from: use the parquet as it is
+    if pipeline.is_stale(pcfg):
+        log.info("%s is older than its inputs in %s: rebuilding it with its own config (%s bars, "
+                 "features from %s)", out, pcfg.data_dir, pcfg.bar_interval, pcfg.price_source)
+        _run_pipeline(pcfg)
 
 
-def train_class_counts(processed: str) -> list[int]:
-    """Action counts (N_ACTIONS,) of the train split's rows."""
-    df = load_processed(processed, ["address", "bar_start", "split", "action"])
-    acts = df.loc[df["split"] == "train", "action"].to_numpy(np.int64)
+def train_class_counts(df, split: str = "train") -> list[int]:
+    """Action counts (N_ACTIONS,) of one split's rows of a processed frame."""
+    acts = df.loc[df["split"] == split, "action"].to_numpy(np.int64)
     return np.bincount(acts, minlength=N_ACTIONS)[:N_ACTIONS].tolist()
 
 
@@ -228,16 +267,33 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
         ensure_processed(cfg)
     if world > 1:
         torch.distributed.barrier()  # the parquet exists before the other ranks read it
-    meta = orjson.loads(meta_path_for(cfg.processed).read_bytes())
+    try:
+        df, meta = read_processed(cfg.processed, [])  # the one read of the parquet
+    except ProcessedDataError as e:
+        raise TrainError(str(e)) from None
     seed_everything(cfg.seed)
-    probe = make_dataloader(cfg.processed, split="train", batch_size=cfg.batch_size, shuffle=False)
-    if len(probe.dataset) == 0:
-        raise TrainError(f"{cfg.processed} has no train windows: use more data or a smaller --window in pipeline.py")
-    sampler = DistributedSampler(probe.dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    cols, window, stride = list(meta["state_features"]), int(meta["window"]), int(meta["stride"])
+    train_ds = TraderSequenceDataset(df, "train", window, stride, cols)
+    n_val = len(TraderSequenceDataset(df, "val", window, window, cols))
+    if len(train_ds) == 0 or n_val == 0:
+        raise TrainError(f"{cfg.processed} has {len(train_ds)} train and {n_val} val windows: both are "
+                         "needed (use more data, or a smaller --window / other --train_frac in pipeline.py)")
+    counts = train_class_counts(df)
+    val_counts = train_class_counts(df, "val")
+    size_warnings = data_size_warnings({"train": counts, "val": val_counts},
+                                       {"train": len(train_ds), "val": n_val})
+    if sum(c > 0 for c in counts) < 2:
+        raise TrainError(f"{cfg.processed}: the train split holds one action class only "
+                         f"({dict(zip(ACTIONS, counts, strict=True))}): nothing to learn")
+    for w in size_warnings:
+        log.warning("%s", w)
+    sampler = DistributedSampler(train_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
+    frame = (df, meta)
     train_loader = make_dataloader(cfg.processed, split="train", batch_size=cfg.batch_size,
-                                   sampler=sampler, num_workers=cfg.num_workers, device=device)
+                                   sampler=sampler, num_workers=cfg.num_workers, device=device,
+                                   frame=frame)
     val_loader = make_dataloader(cfg.processed, split="val", batch_size=cfg.batch_size,
-                                 shuffle=False, num_workers=cfg.num_workers, device=device)
+                                 shuffle=False, num_workers=cfg.num_workers, device=device, frame=frame)
     last_path = out_dir / "last.pt"
     ckpt = None
     if cfg.resume:
@@ -248,11 +304,9 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
         state_dim=int(meta["state_dim"]), action_dim=N_ACTIONS, d_model=cfg.d_model,
         n_layers=cfg.n_layers, n_heads=cfg.n_heads, context=int(meta["window"]), dropout=cfg.dropout)
     model = TraderDecisionTransformer.from_config(model_config)
-    model.set_rtg_norm(rtg_target_std(probe.dataset))
-    counts = train_class_counts(cfg.processed)
+    model.set_rtg_norm(rtg_target_std(train_ds))
     # model selection conditions on a target from the train split, never the realised val RTG
-    target = honest_target(load_processed(cfg.processed, ["address", "bar_start", "split", "return"]),
-                           int(meta["window"]))
+    target = honest_target(df, window)
     total = cfg.epochs * len(train_loader)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(100, math.ceil(0.05 * total))
     if world > 1:
@@ -274,7 +328,8 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
             lines = (out_dir / "metrics.jsonl").read_bytes().splitlines()
             history = [h for h in map(orjson.loads, filter(None, lines)) if h["epoch"] < start]
         log.info("resumed from %s at epoch %d", last_path, start)
-    train_config = asdict(cfg) | {"world_size": world, "warmup_steps": warmup, "total_steps": total}
+    train_config = asdict(cfg) | {"world_size": world, "warmup_steps": warmup, "total_steps": total,
+                                  "processed": str(cfg.processed), "data_size_warnings": size_warnings}
     best_epoch = max((h["epoch"] for h in history if h.get("best")), default=None)
     bar = tqdm(range(start, cfg.epochs + 1), desc="train", unit="epoch", disable=not is_main or None)
     epoch = start - 1

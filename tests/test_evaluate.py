@@ -50,7 +50,7 @@ def write_synthetic(root: Path, n: int = 420, window: int = 32, seed: int = 0) -
     df.to_parquet(root / "processed.parquet")
     meta = {"state_features": STATE_FEATURES, "window": window, "stride": 8,
             "bar_interval": "15min", "actions": {"class_sizes": SIZES}}
-    (root / "pipeline_meta.json").write_bytes(orjson.dumps(meta))
+    sequence_preparation.meta_path_for(root / "processed.parquet").write_bytes(orjson.dumps(meta))
     cfg = {"state_dim": 17, "action_dim": 5, "d_model": 32, "n_layers": 2, "n_heads": 4,
            "context": window, "dropout": 0.1}
     torch.manual_seed(seed)
@@ -211,7 +211,7 @@ def demo_model(data_dir: Path, root: Path, epochs: int = 2) -> dict:
     pipeline.run(pipeline.PipelineConfig(data_dir=str(data_dir), output=str(processed), window=16,
                                          stride=4, workers=1))
     train_model.run(train_model.TrainConfig(
-        data_dir=str(root / "no_inputs"), processed=str(processed), output_dir=str(root / "models"),
+        processed=str(processed), output_dir=str(root / "models"),
         epochs=epochs, batch_size=16, device="cpu", d_model=32, n_layers=2, n_heads=4))
     return {"processed": processed, "model": root / "models" / "best_model.pt"}
 

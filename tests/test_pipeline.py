@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import pipeline
+import sequence_preparation as seq
 from action_discretization import ACTIONS, START_ACTION
 from state_features import STATE_FEATURES
 
@@ -38,7 +39,7 @@ def build(data_dir: Path, out_dir: Path, **kw) -> tuple[pd.DataFrame, dict, dict
                                   workers=1, **{**PINNED, **kw})
     summary = pipeline.run(cfg)
     df = pq.read_table(cfg.output).to_pandas()
-    meta = orjson.loads((out_dir / "pipeline_meta.json").read_bytes())
+    meta = orjson.loads(seq.meta_path_for(out_dir / "processed.parquet").read_bytes())
     return df, meta, summary
 
 
@@ -78,7 +79,7 @@ def full(demo_tree, tmp_path_factory):
                          timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     df = pq.read_table(root / "out" / "processed.parquet").to_pandas()
-    meta = orjson.loads((root / "out" / "pipeline_meta.json").read_bytes())
+    meta = orjson.loads(seq.meta_path_for(root / "out" / "processed.parquet").read_bytes())
     return {"root": root, "data": data, "df": df, "meta": meta, "stdout": res.stdout,
             "stderr": res.stderr}
 

@@ -31,7 +31,7 @@ def built(demo_tree, tmp_path_factory) -> dict:
     pipeline.run(pipeline.PipelineConfig(data_dir=str(demo_tree["data_dir"]), output=str(processed),
                                          window=16, stride=4, workers=1))
     train_model.run(train_model.TrainConfig(
-        data_dir=str(root / "no_inputs"), processed=str(processed), output_dir=str(root / "models"),
+        processed=str(processed), output_dir=str(root / "models"),
         epochs=1, batch_size=16, device="cpu", d_model=32, n_layers=2, n_heads=4))
     model = root / "models" / "best_model.pt"
     if not model.exists():  # no val improvement recorded: last.pt is the same network

@@ -151,7 +151,7 @@ def test_make_dataloader(tmp_path):
     df = processed_frame()
     out = tmp_path / "processed.parquet"
     df.to_parquet(out, index=False)
-    (tmp_path / "pipeline_meta.json").write_bytes(orjson.dumps(
+    sp.meta_path_for(out).write_bytes(orjson.dumps(
         {"state_features": STATE, "window": 8, "stride": 4}))
     dl = sp.make_dataloader(out, split="val", batch_size=3)
     batch = next(iter(dl))
@@ -165,5 +165,5 @@ def test_make_dataloader(tmp_path):
     dl2 = sp.make_dataloader(out, split="train", batch_size=2, sampler=sampler)
     assert sum(x["mask"].shape[0] for x in dl2) == len(sampler)
     assert sp.make_dataloader(out, split="val", device="cuda").pin_memory  # pinned for CUDA copies
-    with pytest.raises(FileNotFoundError, match="pipeline.py"):
+    with pytest.raises(sp.ProcessedDataError, match="pipeline.py"):
         sp.make_dataloader(tmp_path / "missing.parquet")

@@ -59,7 +59,7 @@ def small(tmp_path_factory) -> Path:
 
 
 def cfg(processed: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(processed=str(processed), output_dir=str(out), data_dir=str(out / "no_inputs"),
+    base = dict(processed=str(processed), output_dir=str(out),
                 batch_size=8, epochs=3, device="cpu", **TINY)
     return TrainConfig(**(base | kw))
 
@@ -108,8 +108,7 @@ def test_compile_flag_trains_and_writes_an_eager_loadable_checkpoint(small, tmp_
     from train_model import main
 
     # 21 train windows = 3 batches of 7: one shape, one compilation
-    main(["--compile", "--processed", str(small), "--output_dir", str(tmp_path), "--data_dir",
-          str(tmp_path / "none"), "--epochs", "1", "--batch_size", "7", "--device", "cpu",
+    main(["--compile", "--processed", str(small), "--output_dir", str(tmp_path), "--epochs", "1", "--batch_size", "7", "--device", "cpu",
           "--d_model", "16", "--n_layers", "1", "--n_heads", "2"])
     ck = torch.load(tmp_path / "last.pt")
     assert ck["train_config"]["compile"] is True and ck["epoch"] == 1
@@ -148,7 +147,7 @@ def test_cli_bad_flag_values_exit_2(small, tmp_path):
 def test_ddp_two_process_gloo_run_writes_one_checkpoint(small, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
     r = _cli([str(torchrun), "--standalone", "--nproc_per_node", "2", "train_model.py",
-              "--processed", str(small), "--output_dir", str(tmp_path), "--data_dir", str(tmp_path / "none"),
+              "--processed", str(small), "--output_dir", str(tmp_path),
               "--epochs", "1", "--batch_size", "8", "--device", "cpu", "--d_model", "16",
               "--n_layers", "1", "--n_heads", "2"])
     assert r.returncode == 0, r.stderr[-3000:]
@@ -176,8 +175,7 @@ def test_design_notebook_snippet_runs_verbatim_on_a_train_model_checkpoint(tmp_p
     from sequence_preparation import make_dataloader
 
     processed = make_processed(tmp_path, n_train=128 + 96, n_val=128, window=128, stride=32)
-    run(TrainConfig(processed=str(processed), output_dir=str(tmp_path / "models"),
-                    data_dir=str(tmp_path / "none"), epochs=1, device="cpu"))  # default architecture
+    run(TrainConfig(processed=str(processed), output_dir=str(tmp_path / "models"), epochs=1, device="cpu"))  # default architecture
     val_loader = make_dataloader(processed, split="val", batch_size=32)
     monkeypatch.chdir(tmp_path)
     ns = {"torch": torch, "val_loader": val_loader}
