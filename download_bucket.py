@@ -19,12 +19,19 @@ Decisions where the issue is silent:
   plain-MD5 ETag; with a multipart ETag it is fetched again.
 - Transient errors (5xx, throttling, timeouts, resets, size/MD5 mismatch) are retried with
   exponential backoff and per-key seeded jitter; others fail that file at once.
+- File names (_download_paths.py, which also keeps the manifest): a key whose name the file
+  system cannot store (over NAME_MAX / PATH_MAX, or refused) is stored under a shortened
+  btc-..-<sha256 of the key>_prices.json name recorded in the manifest, so later runs skip it when
+  unchanged; a key whose address folder cannot be stored is skipped as "unstorable" with its
+  reason. A local check that fails (stat, hash) fails that key only; no key blocks a later run.
+- The endpoint must be http(s)://host[:port]; anything else is a one-line error naming its source.
 - Exit codes: 0 ok, 1 some files failed, 2 configuration / credentials / bucket, 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import logging
 import os
@@ -34,11 +41,23 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import orjson
 from tqdm import tqdm
+
+from _download_paths import (
+    NAME_ERRNOS,
+    checked_state,
+    load_manifest,
+    place_keys,
+    plain_md5,
+    save_manifest,
+    short_name,
+)
+
+__all__ = ["SyncConfig", "SyncError", "resolve_config", "check_endpoint", "run", "main"]
 
 log = logging.getLogger("download_bucket")
 
@@ -48,17 +67,17 @@ class SyncConfig:
     """Where to sync from and to; None fields are filled from the environment / .env."""
 
     endpoint_url: str | None = None
-    """S3 endpoint URL (R2_ENDPOINT_URL); None: https://{account_id}.r2.cloudflarestorage.com."""
+    """S3 endpoint, http(s)://host[:port]; without one: https://{account_id}.r2.cloudflarestorage.com."""
     account_id: str | None = None
-    """Cloudflare account id (R2_ACCOUNT_ID), used only to build the endpoint URL."""
+    """Cloudflare account id, used only to build the endpoint URL."""
     access_key_id: str | None = None
-    """Access key id (R2_ACCESS_KEY_ID); never printed."""
+    """Access key id; never printed."""
     secret_access_key: str | None = None
-    """Secret access key (R2_SECRET_ACCESS_KEY); never printed. Prefer .env over this flag."""
+    """Secret access key; never printed. Prefer .env: a flag shows up in ps."""
     bucket: str | None = None
-    """Bucket name (R2_BUCKET)."""
+    """Bucket name."""
     prefix: str | None = None
-    """Key prefix to sync (R2_PREFIX); None: R2_PREFIX from the environment, else merged_trades/."""
+    """Key prefix to sync; without R2_PREFIX: merged_trades/."""
     dest: str = "downloads/merged_trades"
     """Local folder; key {prefix}{address}/{file} lands at {dest}/{address}/{file}."""
     address: tuple[str, ...] = ()
@@ -74,9 +93,9 @@ class SyncConfig:
     seed: int = 0
     """Seed of the retry jitter (per key), so retry timing is reproducible."""
     manifest: str | None = None
-    """Manifest path (key -> size, ETag); None: {dest}/.sync_manifest.json."""
+    """Manifest path (key -> size, ETag, local path); None: {dest}/.sync_manifest.json."""
     env_file: str = ".env"
-    """dotenv file read for the R2_* variables (missing file: environment only)."""
+    """dotenv file read for the R2_* variables (a missing file: the environment only)."""
 
 
 ENV_VARS = {"endpoint_url": "R2_ENDPOINT_URL", "account_id": "R2_ACCOUNT_ID",
@@ -84,12 +103,10 @@ ENV_VARS = {"endpoint_url": "R2_ENDPOINT_URL", "account_id": "R2_ACCOUNT_ID",
             "bucket": "R2_BUCKET", "prefix": "R2_PREFIX"}
 DEFAULT_PREFIX = "merged_trades/"
 MANIFEST_NAME = ".sync_manifest.json"
-# {address}/btc-...._prices.json, the one layout data_ingestion reads (PRICE_FILE_GLOB btc-*_prices.json)
-LAYOUT_RE = re.compile(r"(?P<address>[A-Za-z0-9_.-]+)/btc-[A-Za-z0-9_.-]*_prices\.json")
 ADDRESS_RE = re.compile(r"[A-Za-z0-9_.-]+")
-PLAIN_MD5_RE = re.compile(r"[0-9a-f]{32}")
 CHUNK = 1 << 20  # bytes per read from the response stream
 FLUSH_EVERY_S = 2.0  # manifest flush period while downloading
+HOST_RE = re.compile(r"[A-Za-z0-9._:-]+")  # a host name, IPv4 or (unbracketed) IPv6 address
 AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
               "ExpiredToken", "InvalidClientTokenId", "Unauthorized", "Forbidden", "401", "403"}
 MISSING_BUCKET_CODES = {"NoSuchBucket", "404", "NotFound"}
@@ -116,14 +133,18 @@ def resolve_config(cfg: SyncConfig, environ: dict | None = None) -> SyncConfig:
     file_vals = dotenv_values(cfg.env_file) if Path(cfg.env_file).is_file() else {}
     values = {name: getattr(cfg, name) if getattr(cfg, name) is not None
               else (environ.get(var) or file_vals.get(var) or None) for name, var in ENV_VARS.items()}
+    source = ("--endpoint_url" if cfg.endpoint_url is not None else "R2_ENDPOINT_URL"
+              if environ.get("R2_ENDPOINT_URL") else f"R2_ENDPOINT_URL in {cfg.env_file}")
     if not values["endpoint_url"] and values["account_id"]:
         values["endpoint_url"] = f"https://{values['account_id']}.r2.cloudflarestorage.com"
+        source = "the endpoint built from R2_ACCOUNT_ID"
     missing = [] if values["endpoint_url"] else ["R2_ENDPOINT_URL (or R2_ACCOUNT_ID)"]
     missing += [ENV_VARS[n] for n in ("access_key_id", "secret_access_key", "bucket")
                 if not values[n]]
     if missing:
         raise SyncError(f"missing configuration: {', '.join(missing)}; set them in {cfg.env_file} "
                         "(copy .env.example) or the environment, or pass the matching flags")
+    check_endpoint(values["endpoint_url"], source)
     prefix = DEFAULT_PREFIX if values["prefix"] is None else values["prefix"]
     values["prefix"] = prefix + "/" if prefix and not prefix.endswith("/") else prefix
     addresses = tuple(a.strip() for item in cfg.address for a in item.split(",") if a.strip())
@@ -136,86 +157,25 @@ def resolve_config(cfg: SyncConfig, environ: dict | None = None) -> SyncConfig:
     return replace(cfg, address=addresses, **values)
 
 
+def check_endpoint(url: str, source: str) -> None:
+    """SyncError (one line naming source and value) unless url is http(s)://host[:port][/path]."""
+    try:
+        parts = urlsplit(url)
+        ok = (parts.scheme in ("http", "https") and HOST_RE.fullmatch(parts.hostname or "")
+              and (parts.port is None or parts.port > 0))
+    except ValueError:  # a port that is not a number in 0..65535
+        ok = False
+    if not ok:
+        raise SyncError(f"{source} {url!r} is not an endpoint URL: expected http(s)://host[:port], "
+                        "e.g. https://ACCOUNT_ID.r2.cloudflarestorage.com")
+
+
 def redact(text: str, cfg: SyncConfig) -> str:
     """Return text with the access key id and the secret replaced by '***'."""
     for secret in (cfg.secret_access_key, cfg.access_key_id):
         if secret:
             text = text.replace(secret, "***")
     return text
-
-
-# ----------------------------------------------------------------------------- keys and paths
-def classify_key(key: str, prefix: str) -> tuple[str, str]:
-    """Classify a listed key -> (status, rel): "ok" | "refused" | "off_layout" | "dir".
-
-    rel = key minus prefix. refused: rel empty, absolute, drive-lettered, with a backslash, NUL or
-    control character, or an empty / "." / ".." segment (could escape dest). off_layout: safe but
-    not {address}/btc-*_prices.json. dir: a folder marker ("x/" or the prefix itself)."""
-    rel = key.removeprefix(prefix)
-    if key == prefix or key.endswith("/"):  # never written, so nothing to refuse
-        return "dir", rel
-    if (not key.startswith(prefix) or not rel or rel.startswith("/") or "\\" in rel
-            or any(ord(c) < 32 for c in rel) or re.match(r"[A-Za-z]:", rel)
-            or any(seg in ("", ".", "..") for seg in rel.split("/"))):
-        return "refused", rel
-    return ("ok" if LAYOUT_RE.fullmatch(rel) else "off_layout"), rel
-
-
-def safe_target(root: Path, rel: str) -> Path | None:
-    """Return the resolved path of rel under the resolved root, or None if it would land outside."""
-    target = (root / rel).resolve()
-    return target if target != root and target.is_relative_to(root) else None
-
-
-def plain_md5(etag: str) -> str | None:
-    """Return the MD5 hex digest an ETag stands for, or None for multipart / opaque ETags."""
-    etag = etag.strip('"').lower()
-    return etag if PLAIN_MD5_RE.fullmatch(etag) else None
-
-
-def file_md5(path: Path) -> str:
-    """MD5 hex digest of a file."""
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "md5").hexdigest()
-
-
-# ----------------------------------------------------------------------------- manifest
-def load_manifest(path: Path) -> dict:
-    """Return {key: {"size", "etag", "path"}} from the manifest; {} if absent or unreadable."""
-    if not path.is_file():
-        return {}
-    try:
-        files = orjson.loads(path.read_bytes()).get("files", {})
-        return files if isinstance(files, dict) else {}
-    except (OSError, orjson.JSONDecodeError, AttributeError) as exc:
-        log.warning("manifest %s unreadable (%s); local files will be re-verified", path, exc)
-        return {}
-
-
-def save_manifest(path: Path, files: dict, meta: dict) -> None:
-    """Write the manifest atomically (temp file in the same folder + os.replace)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(orjson.dumps({**meta, "files": files}, option=orjson.OPT_SORT_KEYS))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def local_state(obj: dict, target: Path, entry: dict | None) -> str:
-    """What one listed object needs -> "skipped" (manifest size + ETag match, file has the size) |
-    "adopted" (no matching entry, file size + MD5 match a plain-MD5 ETag) | "updated" (a file or
-    entry exists but differs) | "new" (nothing local)."""
-    size = target.stat().st_size if target.is_file() else None
-    if entry and entry.get("etag") == obj["etag"] and entry.get("size") == obj["size"] == size:
-        return "skipped"
-    md5 = plain_md5(obj["etag"])
-    if size == obj["size"] and md5 is not None and file_md5(target) == md5:
-        return "adopted"
-    return "updated" if size is not None or entry else "new"
 
 
 # ----------------------------------------------------------------------------- transfer
@@ -328,6 +288,23 @@ def download(client, cfg: SyncConfig, obj: dict, target: Path, progress) -> None
             time.sleep(delay)
 
 
+def download_as(client, cfg: SyncConfig, obj: dict, target: Path, rel: str, progress) -> str:
+    """download() into target (= dest/rel) -> the rel path the file was stored at. When the file
+    system refuses the name (NAME_ERRNOS), once more as btc-<hash>_prices.json in its folder."""
+    try:
+        download(client, cfg, obj, target, progress)
+        return rel
+    except OSError as exc:
+        address, name = rel.split("/")
+        safe = short_name(name, obj["key"], 0)
+        if exc.errno not in NAME_ERRNOS or safe == name:
+            raise
+        log.warning("%s: the file system refuses %r (%s); storing it as %s", obj["key"], name,
+                    errno.errorcode.get(exc.errno, exc.errno), safe)
+        download(client, cfg, obj, target.parent / safe, progress)
+        return f"{address}/{safe}"
+
+
 # ----------------------------------------------------------------------------- the stage
 def run(cfg: SyncConfig, client=None) -> dict:
     """Sync the bucket into cfg.dest -> summary (counts, bytes, pages, key lists, planned).
@@ -335,27 +312,23 @@ def run(cfg: SyncConfig, client=None) -> dict:
     cfg is resolved here; client defaults to make_client(cfg). Raises SyncError for configuration /
     credential / bucket problems; per-file failures are counted, not raised."""
     cfg = resolve_config(cfg)
-    client = client or make_client(cfg)
+    try:
+        client = client or make_client(cfg)
+    except ValueError as exc:  # botocore's own endpoint check (check_endpoint should catch it first)
+        raise SyncError(f"cannot use endpoint {cfg.endpoint_url!r}: {exc}") from None
     t0 = time.monotonic()
     objects, pages = list_objects(client, cfg)
     root = Path(cfg.dest).resolve()
     manifest_path = Path(cfg.manifest) if cfg.manifest else root / MANIFEST_NAME
     files = load_manifest(manifest_path)
-    summary = {"new": 0, "updated": 0, "skipped": 0, "failed": 0, "refused": 0, "off_layout": 0,
-               "bytes": 0, "pages": pages, "listed": len(objects), "failed_keys": [],
-               "refused_keys": [], "off_layout_keys": [], "planned": []}
-    todo = []  # (kind, obj, target, rel)
-    for obj in objects:
-        status, rel = classify_key(obj["key"], cfg.prefix)
-        target = safe_target(root, rel) if status == "ok" else None
-        if status == "ok" and target is None:
-            status = "refused"
-        if status in ("refused", "off_layout"):
-            summary[status] += 1
-            summary[f"{status}_keys"].append(obj["key"])
-        elif status == "ok":
-            todo.append((obj, target, rel))
-    for kind, label in (("refused", "would escape dest"), ("off_layout", "outside the layout")):
+    summary = {"new": 0, "updated": 0, "skipped": 0, "failed": 0, "bytes": 0, "pages": pages,
+               "listed": len(objects), "failed_keys": [], "planned": []}
+    todo, placed = place_keys(objects, cfg.prefix, root, files)  # todo: (obj, target, stored rel)
+    for kind, keys in placed.items():
+        summary[kind], summary[f"{kind}_keys"] = len(keys), keys
+    for kind, label in (("refused", "would escape dest"), ("off_layout", "outside the layout"),
+                        ("unstorable", "no name this file system can store"),
+                        ("renamed", "stored under a shortened name")):
         for key in summary[f"{kind}_keys"][:20]:  # repr shows NUL and backslashes
             log.warning("%s (%s): %r", kind, label, key)
         if summary[kind] > 20:
@@ -363,10 +336,14 @@ def run(cfg: SyncConfig, client=None) -> dict:
 
     # Local checks may hash files (adoption), so run them on the pool too.
     with ThreadPoolExecutor(cfg.workers) as pool:
-        states = list(pool.map(lambda t: local_state(t[0], t[1], files.get(t[0]["key"])), todo))
+        states = list(pool.map(lambda t: checked_state(t[0], t[1], files.get(t[0]["key"])), todo))
     fetch, adopted = [], 0
     for (obj, target, rel), state in zip(todo, states, strict=True):
-        if state in ("skipped", "adopted"):
+        if isinstance(state, OSError):
+            summary["failed"] += 1
+            summary["failed_keys"].append(obj["key"])
+            log.error("failed: %s: cannot check %s: %s", obj["key"], target, state)
+        elif state in ("skipped", "adopted"):
             summary["skipped"] += 1
             if state == "adopted" and not cfg.dry_run:
                 adopted += 1
@@ -383,17 +360,20 @@ def run(cfg: SyncConfig, client=None) -> dict:
         return summary
 
     for parent in {target.parent for _, _, target, _ in fetch}:
-        for stale in parent.glob(".btc-*.part") if parent.is_dir() else ():
-            stale.unlink(missing_ok=True)  # left by a killed run; never a finished file
+        try:
+            for stale in parent.glob(".btc-*.part") if parent.is_dir() else ():
+                stale.unlink(missing_ok=True)  # left by a killed run; never a finished file
+        except OSError as exc:  # an unreadable folder: its keys fail (and say why) below
+            log.warning("cannot clean %s: %s", parent, exc)
     bar = tqdm(total=sum(obj["size"] for _, obj, _, _ in fetch), unit="B", unit_scale=True,
                unit_divisor=1024, desc="sync", disable=None)
     pool = ThreadPoolExecutor(cfg.workers)
     last_flush = time.monotonic()
     try:
-        futures = {pool.submit(download, client, cfg, obj, target, bar.update): (state, obj, rel)
+        futures = {pool.submit(download_as, client, cfg, obj, target, rel, bar.update): (state, obj)
                    for state, obj, target, rel in fetch}
         for fut in as_completed(futures):
-            state, obj, rel = futures[fut]
+            state, obj = futures[fut]
             if (exc := fut.exception()) is not None:
                 summary["failed"] += 1
                 summary["failed_keys"].append(obj["key"])
@@ -401,7 +381,7 @@ def run(cfg: SyncConfig, client=None) -> dict:
                 continue
             summary[state] += 1
             summary["bytes"] += obj["size"]
-            files[obj["key"]] = {"size": obj["size"], "etag": obj["etag"], "path": rel}
+            files[obj["key"]] = {"size": obj["size"], "etag": obj["etag"], "path": fut.result()}
             if time.monotonic() - last_flush > FLUSH_EVERY_S:
                 save_manifest(manifest_path, files, meta)
                 last_flush = time.monotonic()
@@ -421,26 +401,34 @@ class _ExtendCsv(argparse.Action):
         setattr(namespace, self.dest, (*getattr(namespace, self.dest), values))  # split in resolve
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """argparse flags 1:1 with SyncConfig; each help = the field's docstring + its default."""
+    import ast
+    import inspect
+
+    body = ast.parse(inspect.getsource(SyncConfig)).body[0].body  # docstring literal under each field
+    docs = {a.target.id: " ".join(b.value.value.split()) for a, b in zip(body, body[1:], strict=False)
+            if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr)}
+    shown = {"address": "all", "manifest": f"{{dest}}/{MANIFEST_NAME}"}
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    for f in fields(SyncConfig):
+        default = shown.get(f.name) or (f"{ENV_VARS[f.name]} from the environment, else --env_file"
+                                        if f.name in ENV_VARS else "%(default)s")
+        kw = {"default": f.default, "help": f"{docs[f.name].replace('%', '%%')} (default: {default})"}
+        if f.type == "bool":
+            kw["action"] = "store_true"
+        elif f.name == "address":
+            kw["action"] = _ExtendCsv
+        elif f.type in ("int", "float"):
+            kw["type"] = int if f.type == "int" else float
+        aliases = [f"--{f.name.replace('_', '-')}"] if f.name in ("dry_run", "env_file") else []
+        p.add_argument(f"--{f.name}", *aliases, **kw)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: flags 1:1 with SyncConfig; prints one summary line; returns the exit code."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    d = SyncConfig
-    p.add_argument("--endpoint_url", default=d.endpoint_url, help="or R2_ENDPOINT_URL")
-    p.add_argument("--account_id", default=d.account_id, help="or R2_ACCOUNT_ID")
-    p.add_argument("--access_key_id", default=d.access_key_id, help="or R2_ACCESS_KEY_ID (prefer .env)")
-    p.add_argument("--secret_access_key", default=d.secret_access_key,
-                   help="or R2_SECRET_ACCESS_KEY (prefer .env: flags show up in ps)")
-    p.add_argument("--bucket", default=d.bucket, help="or R2_BUCKET")
-    p.add_argument("--prefix", default=d.prefix, help="or R2_PREFIX (default merged_trades/)")
-    p.add_argument("--dest", default=d.dest)
-    p.add_argument("--address", default=d.address, action=_ExtendCsv, help="repeatable / comma list")
-    p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument("--dry_run", "--dry-run", action="store_true", default=d.dry_run)
-    p.add_argument("--retries", type=int, default=d.retries)
-    p.add_argument("--backoff", type=float, default=d.backoff)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--manifest", default=d.manifest)
-    p.add_argument("--env_file", "--env-file", default=d.env_file)
+    p = build_parser()
     cfg = SyncConfig(**vars(p.parse_args(argv)))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
@@ -453,7 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     what = "dry run (nothing written)" if cfg.dry_run else "sync"
     print(f"{what}: {s['new']} new, {s['updated']} updated, {s['skipped']} skipped, {s['failed']} failed, "
-          f"{s['refused']} refused, {s['off_layout']} outside layout; {s['listed']} listed in "
+          f"{s['refused']} refused, {s['off_layout']} outside layout, {s['unstorable']} unstorable, "
+          f"{s['renamed']} under shortened names; {s['listed']} listed in "
           f"{s['pages']} pages, {s['bytes'] / 1e6:.2f} MB in {s['seconds']:.1f} s -> {cfg.dest}")
     return 1 if s["failed"] else 0
 

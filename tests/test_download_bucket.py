@@ -1,6 +1,7 @@
 """Tests for download_bucket.py against a real S3-protocol server (moto's ThreadedMotoServer).
 
 The server runs on 127.0.0.1 at a free port for the whole module; each test gets its own bucket.
+Key naming and the manifest live in _download_paths.py (tested here too, as `dp`).
 The CLI is run as a subprocess with a fresh environment (R2_* variables only, HOME and cwd in
 tmp_path), so no AWS/R2 variable leaks into other tests; run() is used in-process where a fault
 has to be injected deterministically (a client wrapper whose body stream breaks mid-transfer).
@@ -8,6 +9,9 @@ has to be injected deterministically (a client wrapper whose body stream breaks 
 
 from __future__ import annotations
 
+import errno
+import fnmatch
+import hashlib
 import logging
 import os
 import re
@@ -16,6 +20,7 @@ import subprocess
 import sys
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from pathlib import Path
 
 import boto3
@@ -24,7 +29,9 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+import _download_paths as dp
 import download_bucket as db
+from data_ingestion import PRICE_FILE_GLOB
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "download_bucket.py"
@@ -89,11 +96,22 @@ def counts(stdout: str) -> dict:
     return {k: int(v) for v, k in re.findall(r"(\d+) (new|updated|skipped|failed|refused)", stdout)}
 
 
+def extra_counts(stdout: str) -> dict:
+    """The summary line's {'unstorable': n, 'renamed': n} ("n under shortened names")."""
+    return {k.split()[0].replace("under", "renamed"): int(v)
+            for v, k in re.findall(r"(\d+) (unstorable|under shortened names)", stdout)}
+
+
 def config(tmp_path: Path, server: str, bucket: str, **kw) -> db.SyncConfig:
     base = dict(endpoint_url=server, access_key_id=KEY_ID, secret_access_key=SECRET, bucket=bucket,
                 prefix="merged_trades/", dest=str(tmp_path / "downloads" / "merged_trades"),
                 env_file=str(tmp_path / "no.env"), backoff=0.001)
     return db.SyncConfig(**{**base, **kw})
+
+
+def key_hash(key: str) -> str:
+    """The sha256 prefix a shortened name carries."""
+    return hashlib.sha256(key.encode()).hexdigest()[:dp.HASH_CHARS]
 
 
 def tree(root: Path) -> set[str]:
@@ -115,13 +133,13 @@ def tree(root: Path) -> set[str]:
     ("merged_trades/C:/btc-x_prices.json", "refused"),
 ])
 def test_classify_key(key, status):
-    assert db.classify_key(key, "merged_trades/")[0] == status
+    assert dp.classify_key(key, "merged_trades/")[0] == status
 
 
 def test_safe_target_and_plain_md5(tmp_path):
     root = tmp_path.resolve()
-    assert db.safe_target(root, "a/b.json") == root / "a" / "b.json"
-    assert db.safe_target(root, "../x") is None
+    assert dp.safe_target(root, "a/b.json") == root / "a" / "b.json"
+    assert dp.safe_target(root, "../x") is None
     assert db.plain_md5('"9e107d9d372bb6826bd81d3542a419d6"') == "9e107d9d372bb6826bd81d3542a419d6"
     assert db.plain_md5('"9e107d9d372bb6826bd81d3542a419d6-3"') is None
 
@@ -402,3 +420,179 @@ def test_unreachable_endpoint_is_a_user_error(tmp_path):
     with pytest.raises(db.SyncError, match=f"cannot reach {endpoint}") as err:
         db.run(config(tmp_path, endpoint, "any-bucket"), client=client)
     assert SECRET not in str(err.value) and not (tmp_path / "downloads").exists()
+
+
+# ----------------------------------------------------------------------------- file names, endpoints, help
+LIMITS = (255, 4096)  # Linux NAME_MAX / PATH_MAX, so the pure tests do not depend on the host
+
+
+@pytest.mark.parametrize("name_len,limits,how", [
+    (40, LIMITS, "own"),
+    (255 - dp.TEMP_EXTRA, LIMITS, "own"),  # its temp file is exactly NAME_MAX
+    (255 - dp.TEMP_EXTRA + 1, LIMITS, "short"),  # the temp file would not fit
+    (300, LIMITS, "short"),
+    (180, (255, 200), "short"),  # the path (13 + 6 + 180 + 15 bytes) would pass PATH_MAX
+    (120, (255, 60), "path_too_long"),  # not even btc-<hash>_prices.json fits
+])
+def test_storage_rel_fits_the_file_system(tmp_path, name_len, limits, how):
+    root = Path("/d") / ("x" * 10)  # 13 bytes
+    name = "btc-updown-15m-" + "9" * (name_len - 15 - len("_prices.json")) + "_prices.json"
+    assert len(name) == name_len
+    key = f"merged_trades/0xaa/{name}"
+    stored, got = dp.storage_rel(f"0xaa/{name}", key, root, limits)
+    assert got == how
+    if how == "path_too_long":
+        assert stored is None
+        return
+    assert dp.LAYOUT_RE.fullmatch(stored) and stored.startswith("0xaa/")
+    file = stored.split("/")[1]
+    assert fnmatch.fnmatchcase(file, PRICE_FILE_GLOB)  # data_ingestion still reads it
+    assert len(file) + dp.TEMP_EXTRA <= limits[0]
+    assert len(os.fsencode(root / stored)) + dp.TEMP_EXTRA < limits[1]
+    if how == "own":
+        assert file == name
+    else:
+        assert file.startswith("btc-") and key_hash(key) in file
+
+
+def test_short_names_tell_keys_apart_and_address_is_never_renamed():
+    stem = "btc-updown-15m-" + "7" * 400
+    a, b = (f"merged_trades/0xaa/{stem}{tail}_prices.json" for tail in ("1", "2"))
+    ra, _ = dp.storage_rel(a.removeprefix("merged_trades/"), a, Path("/d"), LIMITS)
+    rb, _ = dp.storage_rel(b.removeprefix("merged_trades/"), b, Path("/d"), LIMITS)
+    assert ra != rb and ra[:-40] == rb[:-40]  # same head, different hash
+    assert dp.short_name("btc-x_prices.json", a, 0) == f"btc-{key_hash(a)}_prices.json"
+    long_address = "0x" + "a" * 300
+    assert dp.storage_rel(f"{long_address}/btc-1_prices.json", "k", Path("/d"), LIMITS) == (
+        None, "address_too_long")
+    # a manifest path is used only inside the key's own address folder, on the layout
+    assert dp.recorded_rel({"path": "0xaa/btc-1-abc_prices.json"}, "0xaa/btc-1_prices.json")
+    for bad in ("0xbb/btc-1_prices.json", "0xaa/../0xbb/btc-1_prices.json", "0xaa/x.json", 7, None):
+        assert dp.recorded_rel({"path": bad}, "0xaa/btc-1_prices.json") is None
+
+
+def test_overlong_names_are_stored_short_and_never_block_later_runs(tmp_path, server, s3, bucket):
+    """The old code failed such a key on every run, and once its folder existed every later run
+    crashed (ENAMETOOLONG from the local check) before downloading anything."""
+    long_name = "btc-updown-15m-" + "9" * 300 + "_prices.json"  # 327 bytes > NAME_MAX 255
+    long_key = f"merged_trades/0xaa/{long_name}"
+    long_address = "0x" + "b" * 300
+    bodies = {long_key: price_file("0xaa", 9), key_of("0xaa", 1): price_file("0xaa", 1),
+              key_of(long_address, 2): price_file(long_address, 2)}
+    for key, body in bodies.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+    dest = tmp_path / "downloads" / "merged_trades"
+
+    first = cli(tmp_path, server, bucket)
+    assert first.returncode == 0, first.stderr
+    assert "Traceback" not in first.stderr
+    assert counts(first.stdout) == {"new": 2, "updated": 0, "skipped": 0, "failed": 0, "refused": 0}
+    assert extra_counts(first.stdout) == {"unstorable": 1, "renamed": 1}
+    assert "address_too_long" in first.stderr and long_address in first.stderr
+    manifest = orjson.loads((dest / ".sync_manifest.json").read_bytes())["files"]
+    stored = manifest[long_key]["path"]
+    assert stored != long_key.removeprefix("merged_trades/") and stored.startswith("0xaa/btc-updown-15m-9")
+    assert fnmatch.fnmatchcase(stored.split("/")[1], PRICE_FILE_GLOB)
+    assert (dest / stored).read_bytes() == bodies[long_key]
+    assert tree(dest) == {stored, "0xaa/btc-updown-15m-1_prices.json", ".sync_manifest.json"}
+
+    for _ in range(2):  # the folder exists now: later runs skip both files, no crash
+        again = cli(tmp_path, server, bucket)
+        assert again.returncode == 0, again.stderr
+        assert "Traceback" not in again.stderr
+        assert counts(again.stdout) == {"new": 0, "updated": 0, "skipped": 2, "failed": 0, "refused": 0}
+        assert extra_counts(again.stdout)["unstorable"] == 1
+
+    s3.put_object(Bucket=bucket, Key=long_key, Body=price_file("0xaa", 9, pad=2))  # changed
+    changed = cli(tmp_path, server, bucket)
+    assert counts(changed.stdout)["updated"] == 1 and changed.returncode == 0
+    assert (dest / stored).read_bytes() == price_file("0xaa", 9, pad=2)
+    assert tree(dest) == {stored, "0xaa/btc-updown-15m-1_prices.json", ".sync_manifest.json"}
+
+
+def test_a_name_the_file_system_refuses_falls_back_to_the_hash_name(tmp_path, server, s3, bucket,
+                                                                     monkeypatch):
+    key = key_of("0xaa", 5)
+    s3.put_object(Bucket=bucket, Key=key, Body=price_file("0xaa", 5))
+    s3.put_object(Bucket=bucket, Key=key_of("0xaa", 6), Body=price_file("0xaa", 6))
+    real_fetch = db.fetch_once
+
+    def picky_fs(client, bkt, obj, target, progress):  # refuses the first key's own name
+        if obj["key"] == key and target.name == "btc-updown-15m-5_prices.json":
+            raise OSError(errno.EILSEQ, "Invalid or incomplete multibyte or wide character", str(target))
+        return real_fetch(client, bkt, obj, target, progress)
+
+    monkeypatch.setattr(db, "fetch_once", picky_fs)
+    cfg = config(tmp_path, server, bucket, retries=0)
+    summary = db.run(cfg)
+    assert (summary["new"], summary["failed"]) == (2, 0)
+    dest = Path(cfg.dest)
+    safe = f"0xaa/btc-{key_hash(key)}_prices.json"
+    assert (dest / safe).read_bytes() == price_file("0xaa", 5)
+    assert orjson.loads((dest / ".sync_manifest.json").read_bytes())["files"][key]["path"] == safe
+
+    counting = CountingClient(db.make_client(db.resolve_config(cfg)), dest)
+    again = db.run(cfg, client=counting)  # the manifest maps the key to the safe name
+    assert counting.calls == [] and (again["skipped"], again["failed"]) == (2, 0)
+
+
+def test_a_local_check_that_fails_fails_one_key_only(tmp_path, server, s3, bucket, monkeypatch):
+    keys = [key_of("0xaa", 1), key_of("0xaa", 2)]
+    for k in keys:
+        s3.put_object(Bucket=bucket, Key=k, Body=price_file("0xaa", 1))
+    cfg = config(tmp_path, server, bucket)
+    broken = Path(cfg.dest) / keys[0].removeprefix("merged_trades/")
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(price_file("0xaa", 1))  # same size, no manifest: the check hashes it
+    real_md5 = dp.file_md5
+
+    def unreadable(path):
+        if Path(path) == broken.resolve():
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_md5(path)
+
+    monkeypatch.setattr(dp, "file_md5", unreadable)
+    summary = db.run(cfg)
+    assert (summary["new"], summary["failed"], summary["failed_keys"]) == (1, 1, [keys[0]])
+
+
+@pytest.mark.parametrize("where,value,named", [
+    ("flag", "foo", "--endpoint_url"),
+    ("flag", "ftp://127.0.0.1:9", "--endpoint_url"),
+    ("env", "http://", "R2_ENDPOINT_URL"),
+    ("env", "http://127.0.0.1:99999", "R2_ENDPOINT_URL"),
+    ("dotenv", "localhost:9000", "R2_ENDPOINT_URL in .env"),
+])
+def test_bad_endpoint_is_one_line_and_exit_2(tmp_path, where, value, named):
+    extra = {"R2_ACCESS_KEY_ID": KEY_ID, "R2_SECRET_ACCESS_KEY": SECRET, "R2_BUCKET": "b"}
+    args = ()
+    if where == "flag":
+        args = ("--endpoint", value)  # argparse's unique-prefix form of --endpoint_url
+    elif where == "env":
+        extra["R2_ENDPOINT_URL"] = value
+    else:
+        (tmp_path / ".env").write_text(f"R2_ENDPOINT_URL={value}\n")
+    proc = cli(tmp_path, "", None, *args, extra=extra)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert named in proc.stderr and repr(value) in proc.stderr and "http(s)://" in proc.stderr
+    assert not (tmp_path / "downloads").exists()
+
+
+def test_check_endpoint_accepts_real_urls():
+    for url in ("https://abc123.r2.cloudflarestorage.com", "http://127.0.0.1:9000", "http://[::1]:9000/",
+                "http://minio.local/prefix"):
+        db.check_endpoint(url, "R2_ENDPOINT_URL")
+
+
+def test_every_flag_has_help_with_its_default(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # one line per flag in format_help
+    parser = db.build_parser()
+    flags = [a for a in parser._actions if a.option_strings != ["-h", "--help"]]
+    assert {a.dest for a in flags} == {f.name for f in fields(db.SyncConfig)}  # 1:1
+    for action in flags:
+        assert action.help and "(default: " in action.help, action.option_strings
+    text = parser.format_help()
+    assert "(default: 8)" in text and "(default: downloads/merged_trades)" in text
+    assert "(default: R2_BUCKET from the environment" in text
