@@ -57,26 +57,31 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
-import talib
 from scipy.signal import lfilter
 from scipy.special import ndtr
 from tqdm import tqdm
+
+from _demo_zoo import (
+    CENTRES,
+    FAMILIES,
+    Knobs,
+    World,
+    family_policy,
+    legacy_policy,
+    policy_inputs,
+)
 
 log = logging.getLogger("demo_data")
 
 POLICY_ACTIONS = ("STRONG_BUY", "BUY", "HOLD", "SELL", "STRONG_SELL")
 """Action ids 0..4; action_discretization.ACTIONS must be equal (a test checks it)."""
 STRATEGIES = ("momentum", "mean_reversion", "time_of_day", "random")
+"""The seed's four strategies; a zoo trader is `zoo:FAMILY` (FAMILIES of _demo_zoo)."""
+ZOO_PREFIX = "zoo:"
+OFF = 8.0  # logit penalty of a class a knob rules out (inventory cap)
 INTERVALS = {"15min": 900, "1min": 60}
 MARKET_SECONDS = 900
-CENTRES = np.array([2.0, 1.0, 0.0, -1.0, -2.0])  # ordinal position of each action on the signal
 NORMAL_SIZE, STRONG_SIZE = (10.0, 60.0), (150.0, 300.0)  # total shares per decision, by class
-RANDOM_PROBS = np.array([0.0875, 0.2625, 0.30, 0.2625, 0.0875])  # STRONG = 25 % of each side
-# Per strategy (beta, STRONG bias, HOLD bias): tuned on 30-day runs so that STRONG is ~25 % of each
-# side's non-HOLD decisions, no class tops 70 % and E[max pi] is ~0.6-0.7.
-POLICY = {"momentum": (2.8, -0.75, 0.3), "mean_reversion": (2.8, -0.75, 0.3),
-          "time_of_day": (3.6, 0.4, 0.5)}
-MOMENTUM_WEIGHTS = (0.2, 0.1, 0.9)  # of z1, z4 and (RSI - 50) / 12 in the momentum signal
 BTC_VOL, VOL_OF_VOL, VOL_HALF_LIFE_MIN = 0.50, 0.35, 360.0  # annualised vol, sd of log-vol, OU
 JUMPS_PER_DAY, JUMP_SD, TREND_KAPPA = 3.0, 0.0035, 0.08
 QUOTE_RATE, QUOTE_NOISE = 0.2, 0.006  # requote probability per second, sd of the quote around fair
@@ -91,7 +96,7 @@ class DemoConfig:
     traders: int = 1
     """Number of simulated traders (addresses); all trade the same market path."""
     strategy: str = "momentum"
-    """Policy: momentum | mean_reversion | time_of_day | random."""
+    """Policy: momentum | mean_reversion | time_of_day | random | zoo:FAMILY (_demo_zoo.FAMILIES)."""
     seed: int = 0
     """Seed of the market path and (with the trader index) of each policy."""
     decision_interval: str = "15min"
@@ -110,10 +115,15 @@ class DemoError(ValueError):
 
 def check_config(cfg: DemoConfig) -> int:
     """Validate cfg; return the start as Unix seconds. Raises DemoError naming the bad field."""
-    if cfg.strategy not in STRATEGIES:
-        raise DemoError(f"--strategy {cfg.strategy!r} is unknown; use one of {', '.join(STRATEGIES)}")
+    zoo = cfg.strategy.removeprefix(ZOO_PREFIX) if cfg.strategy.startswith(ZOO_PREFIX) else None
+    if cfg.strategy not in STRATEGIES and zoo not in FAMILIES:
+        raise DemoError(f"--strategy {cfg.strategy!r} is unknown; use one of {', '.join(STRATEGIES)} "
+                        f"or zoo:FAMILY with FAMILY one of {', '.join(FAMILIES)}")
     if cfg.decision_interval not in INTERVALS:
         raise DemoError(f"--decision-interval {cfg.decision_interval!r} is unknown; use 15min or 1min")
+    if zoo is not None and cfg.decision_interval not in FAMILIES[zoo]:
+        raise DemoError(f"--strategy {cfg.strategy} decides at {' or '.join(FAMILIES[zoo])}, not "
+                        f"--decision-interval {cfg.decision_interval}")
     if cfg.days < 1 or cfg.traders < 1:
         raise DemoError(f"--days ({cfg.days}) and --traders ({cfg.traders}) must be >= 1")
     out, truth = Path(cfg.out).resolve(), Path(cfg.truth_dir).resolve()
@@ -222,56 +232,22 @@ def market_events(price, w_idx, bid, ask, changed, t_start, rng) -> list[list[di
 
 
 # ---------------------------------------------------------------- the trader ----------------
-def policy_inputs(strategy: str, price: np.ndarray, dec_idx: np.ndarray, t0: int,
-                  step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Signal m and HOLD-bias shift per decision, from the path up to each decision only.
-
-    dec_idx (n_dec,): second index of each decision in `price` (a multiple of `step`); uses
-    price[<= dec_idx] (closes of intervals that ended at or before the decision) and the clock.
-    """
-    hour = ((t0 + dec_idx) % 86400) / 3600.0
-    weekend = (((t0 + dec_idx) // 86400 + 3) % 7) >= 5
-    if strategy == "time_of_day":  # long Up into the US afternoon, short in the Asian night
-        return 1.3 * np.sin(2 * np.pi * (hour - 9.0) / 24.0), 0.7 * weekend
-    logp = np.log(price)
-    lr = np.diff(logp[::60])  # 1-minute log returns, lr[i] covers minute i
-    c1, c2 = np.concatenate([[0.0], np.cumsum(lr)]), np.concatenate([[0.0], np.cumsum(lr**2)])
-    gm = dec_idx // 60  # minutes completed before the decision
-    n = np.minimum(gm, 240)  # trailing 4 hours
-    var = (c2[gm] - c2[gm - n]) / n - ((c1[gm] - c1[gm - n]) / n) ** 2
-    sig = np.sqrt(np.maximum(var, 1e-12) * step / 60)  # realised vol over one decision interval
-    z1 = (logp[dec_idx] - logp[dec_idx - step]) / sig
-    z4 = (logp[dec_idx] - logp[dec_idx - 4 * step]) / (2 * sig)
-    rsi = talib.RSI(price[::MARKET_SECONDS], 14)[dec_idx // MARKET_SECONDS]  # 15-min closes <= t
-    w1, w4, w_rsi = MOMENTUM_WEIGHTS
-    m = w1 * z1 + w4 * z4 + w_rsi * (rsi - 50.0) / 12.0
-    if strategy == "mean_reversion":
-        m = -m
-    return m, -0.5 * np.cos(2 * np.pi * (hour - 15.0) / 24.0)
-
-
-def simulate_trader(strategy: str, m: np.ndarray, hold_shift: np.ndarray, dec_mk: np.ndarray,
-                    dec_sec: np.ndarray, bid: np.ndarray, ask: np.ndarray, res_up: np.ndarray,
-                    t_start: int, rng: np.random.Generator):
+def simulate_trader(base: np.ndarray, knobs: Knobs, dec_mk: np.ndarray, dec_sec: np.ndarray,
+                    bid: np.ndarray, ask: np.ndarray, res_up: np.ndarray, t_start: int,
+                    rng: np.random.Generator):
     """Draw an action per decision from pi(a | s) and turn it into fills; settle each market.
 
-    Decisions (n_dec,) are in time order; dec_mk / dec_sec give each one's market and second in
-    the window. The loop runs over decisions only (pi depends on inventory and settled P&L).
-    Returns (probs (n_dec, 5), actions int8 (n_dec,), net Up-equivalent shares (n_dec,),
-    fills: list per market of trade-event dicts in time order).
+    base (n_dec, 5): the policy's logits from what it sees of the world; knobs add what it sees
+    of itself (inventory, settled P&L, its last trades, its entry prices). Decisions are in time
+    order; dec_mk / dec_sec give each one's market and second in the window. The loop runs over
+    decisions only (pi depends on the trader's own state). Returns (probs (n_dec, 5), actions
+    int8 (n_dec,), net Up-equivalent shares (n_dec,), fills: list per market of trade dicts).
     """
-    n_dec = len(m)
-    if strategy == "random":
-        base = np.tile(np.log(RANDOM_PROBS), (n_dec, 1))
-    else:
-        beta, b_strong, b_hold = POLICY[strategy]
-        bias = np.array([b_strong, 0.0, b_hold, 0.0, b_strong])
-        base = beta * (CENTRES * m[:, None] - CENTRES**2 / 2) + bias
-        base[:, 2] += hold_shift
-    adapt = strategy != "random"  # random ignores its own state
+    n_dec = len(base)
     base, u = base.tolist(), rng.random(n_dec).tolist()
-    normal = np.round(rng.uniform(*NORMAL_SIZE, n_dec), 2).tolist()
-    strong = np.round(rng.uniform(*STRONG_SIZE, n_dec), 2).tolist()
+    sc = knobs.size_scale
+    normal = np.round(rng.uniform(NORMAL_SIZE[0] * sc, NORMAL_SIZE[1] * sc, n_dec), 2).tolist()
+    strong = np.round(rng.uniform(STRONG_SIZE[0] * sc, STRONG_SIZE[1] * sc, n_dec), 2).tolist()
     n_fill = rng.integers(1, 4, n_dec).tolist()
     weights = rng.uniform(0.2, 1.0, (n_dec, 3)).tolist()
     offs = np.cumsum(np.column_stack([rng.integers(2, 9, n_dec), rng.integers(0, 6, (n_dec, 2))]), 1)
@@ -279,21 +255,42 @@ def simulate_trader(strategy: str, m: np.ndarray, hold_shift: np.ndarray, dec_mk
     walk = np.cumsum(rng.random((n_dec, 3)) < 0.3, 1).tolist()  # ticks walked into the book
     ms = rng.integers(500, 1000, (n_dec, 3)).tolist()
     centres = CENTRES.tolist()
+    exits = math.isfinite(knobs.take_profit) or math.isfinite(knobs.cut_loss)
     probs, actions, net = np.zeros((n_dec, 5)), np.zeros(n_dec, np.int8), np.zeros(n_dec)
     fills: list[list[dict]] = [[] for _ in range(len(bid))]
     pnl_ema, cur, inv_up, inv_dn, cash = 0.0, -1, 0.0, 0.0, 0.0
+    cost_up = cost_dn = 0.0  # USDC paid for the shares held, per side (average entry)
+    last_won, since_trade = False, 10**9
     for d in range(n_dec):
         k = int(dec_mk[d])
         if k != cur:  # the previous market settled at its window end, before this decision
             if cur >= 0:
                 r = float(res_up[cur])
-                pnl_ema = 0.7 * pnl_ema + 0.3 * (cash + inv_up * r + inv_dn * (1 - r))
-            cur, inv_up, inv_dn, cash = k, 0.0, 0.0, 0.0
+                settled = cash + inv_up * r + inv_dn * (1 - r)
+                pnl_ema = 0.7 * pnl_ema + 0.3 * settled
+                last_won = settled > 0
+            cur, inv_up, inv_dn, cash, cost_up, cost_dn = k, 0.0, 0.0, 0.0, 0.0, 0.0
         lg = base[d]
-        if adapt:  # risk-off after losses; lean against the open inventory
-            inv = inv_up - inv_dn
-            lg = [x - 0.6 * c * inv / 200 for x, c in zip(lg, centres, strict=True)]
-            lg[2] += 0.3 * math.tanh(-pnl_ema / 50)
+        inv = inv_up - inv_dn
+        lg = [x - knobs.lean * c * inv / 200 for x, c in zip(lg, centres, strict=True)]
+        lg[2] += knobs.pnl_hold * math.tanh(-pnl_ema / 50)
+        if since_trade <= knobs.cooldown_bars:
+            lg[2] += knobs.cooldown_hold
+        if last_won and knobs.press:
+            lg[0] += knobs.press
+            lg[4] += knobs.press
+        if inv >= knobs.inv_cap:
+            lg[0] -= OFF
+            lg[1] -= OFF
+        elif inv <= -knobs.inv_cap:
+            lg[3] -= OFF
+            lg[4] -= OFF
+        s0 = int(dec_sec[d]) - 1  # the quote in effect during the second before the decision
+        if exits and s0 >= 0 and (inv_up >= 1 or inv_dn >= 1):
+            mid_up = (int(bid[k, s0]) + int(ask[k, s0])) / 200
+            mid, avg = (mid_up, cost_up / inv_up) if inv_up >= 1 else (1 - mid_up, cost_dn / inv_dn)
+            if mid - avg >= knobs.take_profit or avg - mid >= knobs.cut_loss:
+                lg[3 if inv_up >= 1 else 1] += knobs.exit_boost  # sell the held side
         top = max(lg)
         e = [math.exp(x - top) for x in lg]
         tot = sum(e)
@@ -306,16 +303,20 @@ def simulate_trader(strategy: str, m: np.ndarray, hold_shift: np.ndarray, dec_mk
                 a = i
                 break
         actions[d] = a
+        since_trade = 0 if a != 2 else since_trade + 1
         if a == 2:
             continue
         size = strong[d] if a in (0, 4) else normal[d]
         if a < 2:
-            outcome, side = ("Down", "SELL") if inv_dn >= size else ("Up", "BUY")
+            outcome, side = ("Down", "SELL") if inv_dn >= size or (exits and inv_dn >= 1) else ("Up", "BUY")
         else:
-            outcome, side = ("Up", "SELL") if inv_up >= size else ("Down", "BUY")
+            outcome, side = ("Up", "SELL") if inv_up >= size or (exits and inv_up >= 1) else ("Down", "BUY")
+        if side == "SELL":  # an exit trader sells at most what it holds (>= 1 share)
+            size = round(min(size, inv_up if outcome == "Up" else inv_dn), 2)
         ww = weights[d][: n_fill[d]]
         parts = [round(size * x / sum(ww), 2) for x in ww[:-1]]
         parts.append(round(size - sum(parts), 2))
+        parts = [q for q in parts if q > 0]
         w_ms = (t_start + MARKET_SECONDS * k) * 1000
         for j, q in enumerate(parts):
             s = offs[d][j]
@@ -326,8 +327,10 @@ def simulate_trader(strategy: str, m: np.ndarray, hold_shift: np.ndarray, dec_mk
             sign = 1.0 if side == "BUY" else -1.0
             cash -= sign * px * q
             if outcome == "Up":
+                cost_up = cost_up + px * q if sign > 0 else cost_up * (1 - q / inv_up)
                 inv_up += sign * q
             else:
+                cost_dn = cost_dn + px * q if sign > 0 else cost_dn * (1 - q / inv_dn)
                 inv_dn += sign * q
             fills[k].append({"type": "trade", "t": w_ms + 1000 * s + ms[d][j], "price": px,
                              "side": side, "size": q, "usdc": round(px * q, 4), "outcome": outcome})
@@ -345,8 +348,9 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def write_truth(path: Path, address: str, strategy: str, dec_t: np.ndarray, probs: np.ndarray,
-                actions: np.ndarray, net: np.ndarray) -> None:
-    """Write the truth parquet (one row per decision; columns of docs/INTERFACES.md) atomically."""
+                actions: np.ndarray, net: np.ndarray, coefficients: dict | None = None) -> None:
+    """Write the truth parquet (one row per decision; columns of docs/INTERFACES.md) atomically;
+    the policy's drawn coefficients go to the schema metadata key `coefficients` (JSON)."""
     cols = {"address": pa.array([address] * len(dec_t)),
             "decision_time": pa.array(dec_t * 1_000_000_000, type=pa.timestamp("ns", tz="UTC")),
             "strategy": pa.array([strategy] * len(dec_t))}
@@ -354,8 +358,43 @@ def write_truth(path: Path, address: str, strategy: str, dec_t: np.ndarray, prob
     cols |= {"action": pa.array(actions), "net_shares": pa.array(net)}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    pq.write_table(pa.table(cols), tmp)
+    table = pa.table(cols).replace_schema_metadata(
+        {"coefficients": orjson.dumps(coefficients or {}, option=orjson.OPT_SERIALIZE_NUMPY)})
+    pq.write_table(table, tmp)
     os.replace(tmp, path)
+
+
+def make_world(seed: int, days: int, t_start: int, step: int) -> tuple[World, list[list[dict]]]:
+    """The market path every trader of one run sees, and each market's non-trade events.
+
+    One simulated day of warm-up precedes t_start, so trailing signals exist at the first market;
+    decisions are every `step` seconds of every market window."""
+    warm = 86_400
+    n_mk = days * 86_400 // MARKET_SECONDS
+    t0 = t_start - warm
+    rng = np.random.default_rng([seed, 0])
+    price, sigma = simulate_btc(warm + n_mk * MARKET_SECONDS, t0, rng)
+    w_idx = warm + MARKET_SECONDS * np.arange(n_mk)
+    bid, ask, changed = quote_book(price, sigma, w_idx, rng)
+    res_up = price[w_idx + MARKET_SECONDS] >= price[w_idx]  # last second's close vs the open
+    base_events = market_events(price, w_idx, bid, ask, changed, t_start, rng)
+    dec_sec = np.tile(np.arange(0, MARKET_SECONDS, step), n_mk)
+    dec_mk = np.repeat(np.arange(n_mk), MARKET_SECONDS // step)
+    world = World(price=price, w_idx=w_idx, bid=bid, ask=ask, res_up=res_up,
+                  dec_idx=w_idx[dec_mk] + dec_sec, dec_mk=dec_mk, dec_sec=dec_sec, t0=t0, step=step)
+    return world, base_events
+
+
+def simulate(strategy: str, seed: int, index: int, world: World, t_start: int):
+    """Trader `index` of `strategy` on `world`: (simulate_trader's 4-tuple, its coefficients)."""
+    if strategy.startswith(ZOO_PREFIX):
+        base, knobs, coef = family_policy(strategy.removeprefix(ZOO_PREFIX), seed, index, world)
+    else:
+        m, hold_shift = policy_inputs(strategy, world.price, world.dec_idx, world.t0, world.step)
+        (base, knobs), coef = legacy_policy(strategy, m, hold_shift), {}
+    out = simulate_trader(base, knobs, world.dec_mk, world.dec_sec, world.bid, world.ask,
+                          world.res_up, t_start, np.random.default_rng([seed, 1, index]))
+    return out, coef
 
 
 def run(cfg: DemoConfig) -> dict:
@@ -366,29 +405,16 @@ def run(cfg: DemoConfig) -> dict:
     """
     t_begin = time.perf_counter()
     t_start = check_config(cfg)
-    warm = 86_400  # one simulated day before the first market, so trailing signals exist
-    n_mk = cfg.days * 86_400 // MARKET_SECONDS
-    t0 = t_start - warm
-    world = np.random.default_rng([cfg.seed, 0])
-    price, sigma = simulate_btc(warm + n_mk * MARKET_SECONDS, t0, world)
-    w_idx = warm + MARKET_SECONDS * np.arange(n_mk)
-    bid, ask, changed = quote_book(price, sigma, w_idx, world)
-    res_up = price[w_idx + MARKET_SECONDS] >= price[w_idx]  # last second's close vs the open
-    base_events = market_events(price, w_idx, bid, ask, changed, t_start, world)
-    step = INTERVALS[cfg.decision_interval]
-    dec_sec = np.tile(np.arange(0, MARKET_SECONDS, step), n_mk)
-    dec_mk = np.repeat(np.arange(n_mk), MARKET_SECONDS // step)
-    dec_idx = w_idx[dec_mk] + dec_sec
-    m, hold_shift = policy_inputs(cfg.strategy, price, dec_idx, t0, step)
+    world, base_events = make_world(cfg.seed, cfg.days, t_start, INTERVALS[cfg.decision_interval])
+    n_mk, t0, dec_idx = len(world.w_idx), world.t0, world.dec_idx
     out, truth = Path(cfg.out), Path(cfg.truth_dir)
     summary = {"files": 0, "events": 0, "trades": 0, "addresses": [], "decisions": 0}
     counts, max_p = np.zeros(5, np.int64), []
     bar = tqdm(total=cfg.traders * n_mk, desc="demo files", unit="file")
     for i in range(cfg.traders):
         address = address_of(cfg.seed, i)
-        probs, actions, net, fills = simulate_trader(cfg.strategy, m, hold_shift, dec_mk, dec_sec,
-                                                     bid, ask, res_up, t_start,
-                                                     np.random.default_rng([cfg.seed, 1, i]))
+        (probs, actions, net, fills), coef = simulate(cfg.strategy, cfg.seed, i, world, t_start)
+        res_up = world.res_up
         for k in range(n_mk):
             bar.update()
             if cfg.traded_only and not fills[k]:
@@ -403,8 +429,9 @@ def run(cfg: DemoConfig) -> dict:
             summary["events"] += len(doc["prices"])
             summary["trades"] += len(fills[k])
         write_truth(truth / f"{address}.parquet", address, cfg.strategy, t0 + dec_idx, probs,
-                    actions, net)
+                    actions, net, coef)
         summary["addresses"].append(address)
+        summary.setdefault("coefficients", {})[address] = coef
         summary["decisions"] += len(actions)
         counts += np.bincount(actions, minlength=5)
         max_p.append(probs.max(1))
