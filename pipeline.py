@@ -193,6 +193,8 @@ def split_class_counts(split: np.ndarray, acts: np.ndarray) -> tuple[dict, dict,
         missing = [name for name, n in counts[s].items() if n == 0]
         if missing:
             warns.append(f"split {s} has no {', '.join(missing)} bars")
+    # too small to learn from / to select on (the same words train_model.py and the report use)
+    warns += seq.data_size_warnings({s: [counts[s][a] for a in ACTIONS] for s in seq.SPLITS if rows[s]})
     return rows, counts, warns
 
 

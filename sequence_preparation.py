@@ -259,8 +259,8 @@ def data_size_warnings(counts: dict[str, list[int]], windows: dict[str, int] | N
 
     counts: {split: per-class action counts (N_ACTIONS,)}; windows: {split: window count}. One
     sentence per problem, with the numbers: too few non-HOLD train actions (< MIN_TRAIN_TRADES),
-    too few train windows (< MIN_TRAIN_WINDOWS), a val or test split with no rows or one class
-    only (its macro-F1 says nothing about the twin)."""
+    too few train windows (< MIN_TRAIN_WINDOWS), a val or test split (of those in counts) with no
+    rows or one class only (its macro-F1 says nothing about the twin)."""
     out = []
     tr = np.asarray(counts.get("train", [0] * len(ACTIONS)))
     trades = int(tr.sum() - tr[HOLD])
@@ -271,7 +271,9 @@ def data_size_warnings(counts: dict[str, list[int]], windows: dict[str, int] | N
         out.append(f"too small to learn from: {windows.get('train', 0)} train windows "
                    f"(need >= {MIN_TRAIN_WINDOWS})")
     for split in ("val", "test"):
-        c = np.asarray(counts.get(split, [0] * len(ACTIONS)))
+        if split not in counts:
+            continue
+        c = np.asarray(counts[split])
         present = [ACTIONS[i] for i in np.flatnonzero(c)]
         if c.sum() == 0:
             out.append(f"the {split} split has no rows: nothing to select or score a model on")
