@@ -39,6 +39,7 @@ bench: $(VENV)/.stamp-dev
 	$(BIN)/python bench/bench_ingestion.py
 	$(BIN)/python bench/bench_features.py
 	$(BIN)/python bench/bench_training.py
+	$(BIN)/python bench/bench_twin_zoo.py --traders 3 --seed 0
 
 clean-demo:
 	rm -rf $(DEMO_DIR) data/demo_truth data/*.parquet data/*.json models/*.pt models/*.jsonl models/*.png reports/*
