@@ -446,11 +446,13 @@ def run(cfg: DemoConfig) -> dict:
 def main(argv: list[str] | None = None) -> None:
     """CLI: flags 1:1 with DemoConfig; user errors -> one line on stderr, exit 2."""
     d = DemoConfig
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--out", default=d.out, help="input tree to write")
     ap.add_argument("--days", type=int, default=d.days, help="simulated days (96 markets each)")
     ap.add_argument("--traders", type=int, default=d.traders, help="number of trader addresses")
-    ap.add_argument("--strategy", default=d.strategy, help="|".join(STRATEGIES))
+    ap.add_argument("--strategy", default=d.strategy,
+                    help="|".join(STRATEGIES) + " | zoo:FAMILY, FAMILY one of " + ", ".join(FAMILIES))
     ap.add_argument("--seed", type=int, default=d.seed, help="seed of market and policies")
     ap.add_argument("--decision-interval", "--decision_interval", dest="decision_interval",
                     default=d.decision_interval, help="15min | 1min")

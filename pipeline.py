@@ -370,7 +370,8 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> None:
     d = PipelineConfig
-    p = _Parser(description="Six preprocessing stages -> processed parquet + pipeline_meta.json.")
+    p = _Parser(description="Six preprocessing stages -> processed parquet + its meta.",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # every flag shows its default
     p.add_argument("--data_dir", default=d.data_dir, help="folder of {address}/btc-*_prices.json")
     p.add_argument("--output", default=d.output, help="processed parquet (meta goes next to it)")
     p.add_argument("--bar_interval", default=d.bar_interval, help="bar length, e.g. 15min or 1min")
