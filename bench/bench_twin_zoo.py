@@ -19,7 +19,8 @@ the seed's model (d 128, 6 layers, 8 heads, K 128) for --epochs 12 at batch 32 (
 steps; the twin is undertrained at this budget, see issue 21).
 
 Run: `python bench/bench_twin_zoo.py --traders 20 --seed 0` (full), `--traders 4` (iteration);
-`[--families trend,streak] [--days D] [--epochs E] [--workdir /tmp/twin_zoo] [--out reports/zoo]`.
+`[--families trend,streak] [--days D] [--epochs E] [--workdir /tmp/twin_zoo] [--out reports/zoo]`;
+`--reuse` scores the runs already finished in --workdir instead of rerunning them.
 """
 
 from __future__ import annotations
@@ -66,9 +67,13 @@ def _cli(args: list[str], log) -> None:
         raise RuntimeError(f"{args[0]} exited {r.returncode}: {r.stderr.strip().splitlines()[-1:]}")
 
 
+def trader_dir(t: dict, work: Path) -> Path:
+    return work / f"{t['index']:02d}_{t['family']}_{t['interval']}"
+
+
 def run_trader(t: dict, work: Path, days: int, epochs: int) -> Path:
     """The four CLIs for one trader; returns its folder (trades, truth, data, models, reports)."""
-    d = work / f"{t['index']:02d}_{t['family']}_{t['interval']}"
+    d = trader_dir(t, work)
     d.mkdir(parents=True, exist_ok=True)
     p = d / "data" / "processed.parquet"
     with open(d / "log.txt", "w") as log:
@@ -214,6 +219,8 @@ def main() -> None:
     p.add_argument("--workdir", default="/tmp/twin_zoo", help="work folder (default: %(default)s)")
     p.add_argument("--out", default="reports/zoo", help="CSV and PNG folder (default: %(default)s)")
     p.add_argument("--write_benchmarks", action="store_true", help="update BENCHMARKS.md 'Twin zoo'")
+    p.add_argument("--reuse", action="store_true",
+                   help="score a trader's finished run in --workdir instead of rerunning it")
     a = p.parse_args()
     fams = [f.strip() for f in a.families.split(",") if f.strip()]
     bad = [f for f in fams if f not in FAMILIES]
@@ -224,7 +231,8 @@ def main() -> None:
     t_all, results = time.perf_counter(), []
     for t in draw_traders(a.traders, a.seed, fams):
         t0 = time.perf_counter()
-        d = run_trader(t, work, a.days or DAYS[t["interval"]], a.epochs)
+        done = (trader_dir(t, work) / "reports" / "predictions.parquet").exists()
+        d = trader_dir(t, work) if a.reuse and done else run_trader(t, work, a.days or DAYS[t["interval"]], a.epochs)
         rows = scored_rows(d)
         res = {**t, "test_rows": len(rows), "stats": bootstrap(rows, seed=t["seed"]),
                "seconds": round(time.perf_counter() - t0, 1)}
