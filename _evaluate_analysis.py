@@ -1,4 +1,4 @@
-"""The twin report's analyses: metrics, baselines, oracle, RTG-sweep statistics, backtest, rules.
+"""The twin report's analyses: metrics, baselines, oracle, RTG-sweep statistics, distilled rules.
 
 Promise: pure functions over the processed parquet's rows (a pandas DataFrame) and arrays of
 predicted classes / probabilities; nothing here reads files, imports torch or knows the model.
@@ -19,7 +19,7 @@ Decisions where the issue is silent:
 - The previous-action baseline predicts a_{t-1} (START maps to HOLD); its probabilities (for
   log-loss) are the train split's transition matrix P(a_t | a_{t-1}), Laplace-smoothed.
 - Direction of a class is Up-equivalent sign: STRONG_BUY/BUY +1, HOLD 0, SELL/STRONG_SELL -1.
-- Backtest per-share P&L: see `per_share_pnl`.
+- The backtest (fills at quotes, fees, settlement) is `_evaluate_backtest.py`.
 """
 
 from __future__ import annotations
@@ -217,76 +217,6 @@ def sweep_statistics(targets: np.ndarray, proba: np.ndarray) -> dict:
         "trade_rate": trade_rate.tolist(),
         "spearman_direction": rho(direction), "spearman_trade_rate": rho(trade_rate),
     }
-
-
-# ---------------------------------------------------------------- backtest
-def per_share_pnl(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(u, source): the P&L one Up-equivalent share bought in the bar made, and how it is known.
-
-    source 1 (trader fill): the trader traded and held nothing before the bar, so the bar's P&L
-    is exactly what its own fills made at observed fill prices, settled by the market:
-    u = pnl / net_shares. Position before the bar = the previous row's inv_up - inv_down (raw
-    shares; rows are consecutive bars of one address). source 2 (mid + settlement): elsewhere,
-    when the parquet carries the bar's opening mid `open`, u = settle(slug) - open, with the
-    market's settlement the ingestion's own payout `settle_up` (resolution, else last mid >= 0.5;
-    older parquets without it: the market's last close >= 0.5). source 0: no observed price, u = 0: counted, never guessed."""
-    net = rows["net_shares"].to_numpy(dtype=np.float64)
-    inv_col = (rows["inv_up"] - rows["inv_down"]) if {"inv_up", "inv_down"} <= set(rows) else rows["inventory"]
-    inv = inv_col.to_numpy(dtype=np.float64)
-    addr = rows["address"].to_numpy()
-    same = np.r_[False, addr[1:] == addr[:-1]]
-    inv_before = np.where(same, np.r_[0.0, inv[:-1]], 0.0)
-    fill = (np.abs(net) > 0) & (np.abs(np.nan_to_num(inv_before)) < 1e-9)
-    u = np.where(fill, rows["pnl"].to_numpy(dtype=np.float64) / np.where(fill, net, 1.0), 0.0)
-    source = np.where(fill, 1, 0)
-    if {"open", "close", "slug"} <= set(rows):
-        if "settle_up" in rows:  # the ingestion's payout: resolution, else its last-mid rule
-            last = rows["settle_up"].to_numpy(dtype=np.float64)
-        else:
-            last = rows.groupby("slug", sort=False)["close"].transform("last").to_numpy(dtype=np.float64)
-        est = (last >= 0.5).astype(np.float64) - rows["open"].to_numpy(dtype=np.float64)
-        mid = ~fill & np.isfinite(est) & np.isfinite(last) & rows["slug"].notna().to_numpy()
-        u, source = np.where(mid, est, u), np.where(mid, 2, source)
-    return u, source
-
-
-def backtest(rows: pd.DataFrame, pred: np.ndarray, class_sizes: dict,
-             per_share: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[dict, pd.DataFrame]:
-    """Replay `rows` (one split, time-ordered per address) acting on `pred`.
-
-    The bot trades class_sizes[ACTIONS[pred]] Up-equivalent shares (the class median net shares
-    on the train split) in each bar, valued with `per_share_pnl`. Returns (summary, curve) where
-    curve has bar_start, bot_pnl, trader_pnl and their cumulative sums (summed across addresses
-    per bar). summary: totals, per-bar correlation, hit rates (share of trading bars with
-    P&L > 0), and the share of bot trading bars that could be valued."""
-    sizes = np.array([float(class_sizes.get(a, 0.0) or 0.0) for a in ACTIONS])
-    u, source = per_share_pnl(rows) if per_share is None else per_share
-    bot_size = sizes[np.asarray(pred, dtype=np.int64)]
-    bot = bot_size * u
-    trader = rows["pnl"].to_numpy(dtype=np.float64)
-    curve = (pd.DataFrame({"bar_start": rows["bar_start"].to_numpy(), "bot_pnl": bot,
-                           "trader_pnl": trader})
-             .groupby("bar_start", sort=True).sum().reset_index())
-    curve["bot_equity"] = curve["bot_pnl"].cumsum()
-    curve["trader_equity"] = curve["trader_pnl"].cumsum()
-    bot_trades = np.abs(bot_size) > 0
-    trader_trades = np.abs(rows["net_shares"].to_numpy(dtype=np.float64)) > 0
-    valued = bot_trades & (source > 0)
-    corr = None
-    if len(curve) > 2 and curve["bot_pnl"].std() > 0 and curve["trader_pnl"].std() > 0:
-        corr = float(np.corrcoef(curve["bot_pnl"], curve["trader_pnl"])[0, 1])
-    summary = {
-        "bot_total_pnl": float(bot.sum()), "trader_total_pnl": float(trader.sum()),
-        "pnl_correlation": corr,
-        "bot_hit_rate": float((bot[valued] > 0).mean()) if valued.any() else None,
-        "trader_hit_rate": float((trader[trader_trades] > 0).mean()) if trader_trades.any() else None,
-        "bot_trading_bars": int(bot_trades.sum()), "trader_trading_bars": int(trader_trades.sum()),
-        "bot_trades_valued_share": float(valued.sum() / bot_trades.sum()) if bot_trades.any() else None,
-        "bot_trades_valued_by_fills": int((bot_trades & (source == 1)).sum()),
-        "bot_trades_valued_by_mid": int((bot_trades & (source == 2)).sum()),
-        "class_sizes": dict(zip(ACTIONS, sizes.tolist(), strict=True)),
-    }
-    return summary, curve
 
 
 # ---------------------------------------------------------------- distilled rules

@@ -2,8 +2,10 @@
 
 Promise: `atomic_write(path, obj)` writes a DataFrame (parquet), a dict (JSON via orjson), a str
 (text) or bytes to a temp file in the target directory and renames it over `path`, so a partial
-file never appears. `write_plots(out, twin, sweep, curve, split)` writes confusion_matrix.png,
-rtg_sweep.png and equity_curves.png (matplotlib Agg, labelled axes) and returns their names.
+file never appears. `write_plots(out, twin, sweep, curve, backtest, split)` writes
+confusion_matrix.png, rtg_sweep.png and, where the backtest ran, equity_curves.png (the equity
+after fees with its 95 % band, and the P&L per market by target RTG) with matplotlib Agg and
+labelled axes, and returns the names written.
 `write_report(metrics) -> str` renders report.md from evaluate.py's metrics dict.
 
 No-leakage rule: none of its own; it only renders numbers evaluate.py computed on the evaluated
@@ -61,8 +63,9 @@ def _save(fig, path: Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def write_plots(out: Path, twin: dict, sweep: dict, curve: pd.DataFrame, split: str) -> list[str]:
-    """Write the confusion matrix, RTG sweep and equity curves PNGs into `out`; return names."""
+def write_plots(out: Path, twin: dict, sweep: dict, curve: pd.DataFrame | None, backtest: dict,
+                split: str) -> list[str]:
+    """Write the confusion matrix, RTG sweep and (curve not None) equity PNGs; return names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -106,15 +109,31 @@ def write_plots(out: Path, twin: dict, sweep: dict, curve: pd.DataFrame, split: 
     a2.set_title(f"Steering (Spearman target vs direction: {'n/a' if rho is None else f'{rho:.2f}'})")
     _save(fig, out / SWEEP_PNG)
 
-    # Equity curves: cumulative P&L of the bot (twin's actions at class-median sizes) vs trader.
-    fig, ax = plt.subplots(figsize=(9, 4.2))
-    ax.plot(curve["bar_start"], curve["trader_equity"], label="trader")
-    ax.plot(curve["bar_start"], curve["bot_equity"], label="twin bot (class-median sizes)")
-    ax.set_xlabel("bar start (UTC)")
-    ax.set_ylabel("cumulative P&L (USDC)")
-    ax.set_title(f"Backtest on the {split} split")
-    ax.legend()
-    fig.autofmt_xdate()
+    if curve is None:
+        return [CONFUSION_PNG, SWEEP_PNG]
+    # Equity per market (time order) with the band of resampled markets; P&L by target RTG.
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [1.6, 1]})
+    x = curve["market_start"]
+    a1.fill_between(x, curve["bot_band_low"], curve["bot_band_high"], color="tab:blue", alpha=0.18,
+                    label="bot after fees: 95 % band (resampled markets)")
+    a1.plot(x, curve["bot_after_fees"], color="tab:blue", label="twin bot after fees")
+    a1.plot(x, curve["bot_before_fees"], color="tab:blue", ls="--", lw=1, label="twin bot before fees")
+    a1.plot(x, curve["trader"], color="tab:orange", label="trader before fees")
+    if "trader_after_fees" in curve:
+        a1.plot(x, curve["trader_after_fees"], color="tab:orange", ls="--", label="trader after fees")
+    a1.set_xlabel("market start (UTC)")
+    a1.set_ylabel("cumulative P&L (USDC)")
+    a1.set_title(f"Backtest on the {split} split (taker at quotes, settled)")
+    a1.legend(fontsize=8)
+    a1.tick_params(axis="x", labelrotation=30)
+    r = backtest["rtg_table"]
+    t, mean = 100 * np.asarray(r["targets"]), np.asarray(r["mean_per_market_usdc"], float)
+    err = np.abs(np.vstack([r["ci95_low_usdc"], r["ci95_high_usdc"]]).astype(float) - mean)
+    a2.errorbar(t, mean, yerr=err, marker="o", capsize=3)
+    a2.axhline(0.0, color="grey", lw=0.8)
+    a2.set_xlabel("target RTG (% of capital)")
+    a2.set_ylabel("bot P&L after fees per market (USDC)")
+    a2.set_title("Does the target steer return? (95 % intervals)")
     _save(fig, out / EQUITY_PNG)
     return [CONFUSION_PNG, SWEEP_PNG, EQUITY_PNG]
 
@@ -184,21 +203,7 @@ def write_report(m: dict) -> str:
     add(f"\nMonotonicity: Spearman(target, mean Up-equivalent direction) = "
         f"{_f(s['spearman_direction'], '.2f')}; Spearman(target, trade rate) = "
         f"{_f(s['spearman_trade_rate'], '.2f')}.\n\n![RTG sweep]({SWEEP_PNG})\n")
-    b = m["backtest"]
-    add("## Backtest\n")
-    add("The bot trades the class-median net shares (train split) of the twin's action in each "
-        "bar and holds to the market's settlement. A trade is valued at the per-share P&L the "
-        "market gave in that bar: where the trader traded from flat, pnl / net_shares (the "
-        "trader's own fill prices, settled); elsewhere, when the parquet carries the bar's "
-        "opening mid, settlement - open; bot trades with no observed price are counted, not "
-        "valued (bot_trades_valued_share). Fees are ignored, as in the ingestion.\n")
-    add("| quantity | value |\n|---|---|")
-    for k in ("bot_total_pnl", "trader_total_pnl", "pnl_correlation", "bot_hit_rate",
-              "trader_hit_rate", "bot_trading_bars", "trader_trading_bars", "bot_trades_valued_share",
-              "bot_trades_valued_by_fills", "bot_trades_valued_by_mid"):
-        v = b.get(k)
-        add(f"| {k} | {v if isinstance(v, int) else _f(v)} |")
-    add(f"\n![equity curves]({EQUITY_PNG})\n")
+    lines += backtest_section(m["backtest"], m["split"])
     r = m["distilled_rules"]
     add(f"## Distilled rules (decision tree, depth {r['max_depth']}, {r['n_leaves']} leaves)\n")
     add(f"Fitted to the twin's predictions on the train split. Fidelity to the twin: "
@@ -207,3 +212,78 @@ def write_report(m: dict) -> str:
         f"{_f(r['macro_f1_vs_trader'])}.\n")
     add("```\n" + r["rules"].rstrip() + "\n```\n")
     return "\n".join(lines) + "\n"
+
+
+def _ci(v: dict) -> str:
+    lo, hi = v["mean_ci95_usdc"]
+    return f"{_f(v['mean_per_market_usdc'], '+.3f')} [{_f(lo, '+.3f')}, {_f(hi, '+.3f')}]"
+
+
+_ROWS = [("total P&L (USDC)", lambda v: _f(v["total_usdc"], "+.2f")),
+         ("mean per market (USDC) [95 % interval]", _ci),
+         ("hit rate (markets traded with P&L > 0)", lambda v: _f(v["hit_rate"])),
+         ("markets traded / markets", lambda v: f"{v['markets_traded']} / {v['markets']}"),
+         ("daily Sharpe (annualised x sqrt 365; UTC days)", lambda v: f"{_f(v['sharpe_daily'])} "
+          f"({_f(v['sharpe_annualised'], '.2f')}; {v['days']} days)"),
+         ("max drawdown (USDC)", lambda v: _f(v["max_drawdown_usdc"], ".2f"))]
+
+
+def backtest_section(b: dict, split: str) -> list[str]:
+    """The report's backtest section (markdown lines) from run_backtest's summary."""
+    fm = b["fee_model"]
+    out = ["## Backtest: the twin as a taker at Polymarket's quotes, after fees\n"]
+    if not b.get("available"):
+        return out + [f"Not available: {b.get('reason')}. Without quotes nothing is filled (no "
+                      f"prices are guessed). The trader's P&L on these rows before fees: "
+                      f"{b['trader_total_pnl_usdc']:+.2f} USDC.\n"]
+    sizes = ", ".join(f"{k} {v:+g}" for k, v in b["class_sizes"].items())
+    cap = b["inventory_cap_shares"]
+    out.append(f"The bot decides at each bar's start from the twin's class (honest target) and "
+               f"trades that class's train-split median size (Up-equivalent shares: {sizes}) as "
+               f"a taker at the first quote at or after the decision + {b['latency_s']:g} s: buy "
+               "at the ask, sell at the bid, Down at 1 - Up; held tokens are sold first; "
+               "|Up - Down| held per market stays <= "
+               f"{'no cap' if cap is None else f'{cap:g} shares'}; positions settle at 1 or 0. "
+               f"Taker fee = shares x {fm['rate']:g} x (p (1 - p))^{fm['exponent']:g} "
+               f"({fm['source']}), taken in tokens on a buy and in USDC on a sell; makers pay 0 "
+               "(their rebates are not modelled). Intervals: 95 % bootstrap over the "
+               f"{b['markets']} markets ({b['bootstrap_resamples']} resamples).\n")
+    bot, tr = b["bot"], b["trader"]
+    cols = [bot["before_fees"], bot["after_fees"], tr["before_fees"], tr["after_fees"]]
+    out += ["| quantity | bot before fees | bot after fees | trader before fees | "
+            "trader after fees |", "|---|---|---|---|---|"]
+    for label, fn in _ROWS:
+        out.append(f"| {label} | " + " | ".join("unknown" if v is None else fn(v) for v in cols) + " |")
+    out.append(f"\nThe bot paid {bot['fees_usdc']:.2f} USDC of fees on {bot['fills']} fills "
+               f"({bot['shares_traded']:.0f} shares, {bot['notional_usdc']:.0f} USDC notional); "
+               f"{bot['unfilled_orders']} orders met no quote before the bar's or market's end "
+               f"(not filled), {bot['capped_orders']} were cut to the cap. Per-market correlation "
+               f"of bot and trader P&L: {_f(b['pnl_correlation_per_market'], '.2f')}.")
+    if tr["fees_known"]:
+        out.append(f"The trader's fills carry their maker/taker role: its fees were "
+                   f"{tr['fees_usdc']:.2f} USDC on {tr['fills']} fills.")
+    else:
+        out.append(f"The trader's fees are unknown: {1 - (tr['role_known_share'] or 0):.0%} of its "
+                   f"{tr['fills']} fills carry no maker/taker role. Were every fill a taker's, "
+                   f"they would be {tr['fees_if_all_taker_usdc']:.2f} USDC.")
+    rp = b["replay"]
+    verdict = {True: "within", False: "**outside**", None: "n/a:"}[rp["within_tolerance"]]
+    out.append(f"\nReplay check: the trader's own net shares per bar through the same engine make "
+               f"{rp['pnl_before_fees_usdc']:+.2f} USDC before fees against the trader's "
+               f"{rp['trader_pnl_usdc']:+.2f} (difference {rp['difference_usdc']:+.2f} USDC, "
+               f"{_f(rp['relative_difference'], '.2%')} of the replay's "
+               f"{rp['notional_usdc']:.0f} USDC notional: {verdict} the {rp['tolerance']:.0%} "
+               "tolerance; it fills at the first quote after the latency, the trader at its own "
+               "prices). As a taker at these quotes the trader would have made "
+               f"{rp['pnl_after_fees_usdc']:+.2f} USDC after fees.\n")
+    out.append(f"![equity curves]({EQUITY_PNG})\n")
+    r = b["rtg_table"]
+    out += ["### Bot P&L after fees by target RTG\n",
+            "| target RTG | mean per market (USDC) | 95 % interval (USDC) | total (USDC) |",
+            "|---|---|---|---|"]
+    for i, x in enumerate(r["targets"]):
+        out.append(f"| {x:+.2%} | {_f(r['mean_per_market_usdc'][i], '+.3f')} | "
+                   f"{_f(r['ci95_low_usdc'][i], '+.3f')} .. {_f(r['ci95_high_usdc'][i], '+.3f')} | "
+                   f"{r['total_usdc'][i]:+.2f} |")
+    out.append(f"\nOn the {split} split, {r['verdict']}.\n")
+    return out

@@ -24,6 +24,9 @@ Decisions where the issue is silent:
   (equal in every normalised field but the id) are kept and counted.
 - A top-level JSON list is a data-api dump; a transaction hash alone is not an id there (one
   transaction can hold several real fills). Reading files, slugs and dumps: _ingestion_files.py.
+- A fill's optional `role` (alias `liquidity`), maker|taker in any case, is kept as the `role`
+  array (ROLE_NAMES: 0 unknown, 1 maker, 2 taker) for the fee accounting of evaluate.py; a missing
+  or unrecognised role is unknown, never a reason to drop the fill.
 """
 
 from __future__ import annotations
@@ -48,9 +51,11 @@ FIELD_ALIASES = {"open": ("o",), "high": ("h",), "low": ("l",), "close": ("c",),
                  "size": ("shares",), "best_bid": ("bid",), "best_ask": ("ask",)}
 NUMERIC_FIELDS = ("t", "price", "size", "usdc", "best_bid", "best_ask", "mid",
                   "open", "high", "low", "close", "volume")
-ARRAY_FIELDS = ("t", "kind", "price", "size", "side", "outcome", "usdc", "best_bid",
+ARRAY_FIELDS = ("t", "kind", "price", "size", "side", "outcome", "role", "usdc", "best_bid",
                 "best_ask", "mid", "open", "high", "low", "close", "volume")
-"""The compact per-event arrays a market carries (t int64, kind/side/outcome int8, rest f8)."""
+"""The compact per-event arrays a market carries (t int64, kind/side/outcome/role int8, rest f8)."""
+ROLE_NAMES = ("unknown", "maker", "taker")
+"""A fill's liquidity role by its `role` code (0 on every event that is not a fill)."""
 
 T_MIN_MS, T_MAX_MS = 946_684_800_000, 4_102_444_800_000
 REASONS = ("used", "missing_type", "unknown_type", "bad_time", "bad_price", "bad_size",
@@ -65,6 +70,7 @@ _TYPE_FIELDS = {TRADE: ("t", "price", "size", "usdc"),
 _ID_KEYS_IX, _ID_KEYS_TX = ("index", "logIndex", "log_index"), ("transactionHash", "tx_hash")
 _SIDES = {"BUY": 1, "SELL": -1, "buy": 1, "sell": -1, None: 0}
 _OUTCOMES = {"Up": 0, "Down": 1, "up": 0, "down": 1, None: 0}
+_ROLES = {"maker": 1, "taker": 2, "MAKER": 1, "TAKER": 2, None: 0}
 
 
 # ---------------------------------------------------------------- column extraction
@@ -199,7 +205,7 @@ def validate_events(events: list, unit: np.ndarray, n_units: int) -> tuple[dict,
     num = dict(zip(NUMERIC_FIELDS, np.full((len(NUMERIC_FIELDS), n), np.nan), strict=True))
     fin = dict(zip(NUMERIC_FIELDS, np.zeros((len(NUMERIC_FIELDS), n), bool), strict=True))
     given = dict(zip(_OPTIONAL, np.zeros((len(_OPTIONAL), n), bool), strict=True))
-    side, out_c = np.full(n, -9, np.int64), np.zeros(n, np.int64)
+    side, out_c, role = np.full(n, -9, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
     id_keys: set = set()
     for k, fields in _TYPE_FIELDS.items():
         idx = np.flatnonzero(kind == k)
@@ -230,6 +236,10 @@ def validate_events(events: list, unit: np.ndarray, n_units: int) -> tuple[dict,
                            if any(map(operator.contains, sub, repeat(key))))
             side[idx] = _codes(_column(sub, "side"), _SIDES, -9)
             out_c[idx] = _codes(_column(sub, "outcome"), _OUTCOMES, -1)
+            for key in ("role", "liquidity"):  # optional: unknown (0) where absent or unrecognised
+                if any(map(operator.contains, sub, repeat(key))):
+                    got = _codes(_column(sub, key), _ROLES, 0)
+                    role[idx] = np.where(role[idx] == 0, got, role[idx])
         elif not clean or sum(map(len, sub)) != len(sub) * (len(fields) + 1):
             # exactly `type` + the fields in every event (the clean case) leaves no room for an id
             if any(map(operator.contains, sub, repeat("id"))):
@@ -288,7 +298,8 @@ def validate_events(events: list, unit: np.ndarray, n_units: int) -> tuple[dict,
     num.update(mid=mid, volume=np.where(given["volume"], v, 0.0))
     arrays = {"unit": unit[ok].astype(np.int32), "t": np.floor(t[ok]).astype(np.int64), "kind": k,
               "side": np.where(trade, side[ok], 0).astype(np.int8),
-              "outcome": np.where(trade, out_c[ok], 0).astype(np.int8)}
+              "outcome": np.where(trade, out_c[ok], 0).astype(np.int8),
+              "role": np.where(trade, role[ok], 0).astype(np.int8)}
     # a field is read on its own kind's rows only (NaN elsewhere), so a gather keeps it; mid
     # and volume were filled on every row above and keep their own kind's rows by a mask
     # (a used trade's usdc is finite or absent: a given non-finite one fails usdc_mismatch)

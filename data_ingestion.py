@@ -74,12 +74,20 @@ from _ingestion_bars import BAR_COLUMNS, POSITION_COLUMNS, build_bars, forward_f
 from _ingestion_files import convert_data_api_trades
 from _ingestion_io import IngestionError, add_config_args, atomic_write, field_docs
 from _ingestion_merge import finish_report, merge_parsed, summarize_reports
-from _ingestion_parse import ARRAY_FIELDS, KIND_NAMES, parse_files, parse_files_packed
+from _ingestion_parse import (
+    ARRAY_FIELDS,
+    KIND_NAMES,
+    PRICE_CHANGE,
+    ROLE_NAMES,
+    TRADE,
+    parse_files,
+    parse_files_packed,
+)
 from _ingestion_positions import KEY_STRIDE
 
 __all__ = ["IngestionConfig", "IngestionError", "PRICE_FILE_GLOB", "DATA_API_GLOB",
-           "MARKET_SECONDS", "BAR_COLUMNS", "POSITION_COLUMNS", "KIND_NAMES", "load_price_file",
-           "load_events", "build_bars", "convert_data_api_trades", "forward_filled", "run",
+           "MARKET_SECONDS", "BAR_COLUMNS", "POSITION_COLUMNS", "KIND_NAMES", "ROLE_NAMES",
+           "load_price_file", "load_events", "quotes_and_fills", "build_bars", "convert_data_api_trades", "forward_filled", "run",
            "atomic_write", "add_config_args", "field_docs"]
 
 log = logging.getLogger("data_ingestion")
@@ -92,7 +100,8 @@ MARKET_SECONDS = 900
 """Length of a BTC Up/Down market window; the slug's number is the window start."""
 EVENT_COLUMNS = ["address", "slug", "market", *ARRAY_FIELDS]
 """Event table: kind 0 trade, 1 price_change, 2 token ohlcv, 3 underlying ohlcv (KIND_NAMES);
-side +1 BUY / -1 SELL; outcome 0 Up / 1 Down; market = row of the markets table."""
+side +1 BUY / -1 SELL; outcome 0 Up / 1 Down; role 0 unknown / 1 maker / 2 taker (ROLE_NAMES,
+fills only); market = row of the markets table."""
 
 
 @dataclass(frozen=True)
@@ -232,6 +241,23 @@ def load_events(cfg: IngestionConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]
                              f"{report['totals']['files_quarantined']} quarantined, "
                              f"{report['totals']['files_skipped']} skipped); see the report")
     return events, mk, report
+
+
+def quotes_and_fills(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """load_events' event table -> (quotes, fills), each sorted by (address, slug, t), stable.
+
+    quotes: the Up token's book top from every validated price_change event, columns address,
+    slug, t (ms), best_bid, best_ask. fills: the trader's own fills, columns address, slug, t,
+    price, size, side (+1 BUY / -1 SELL), outcome (0 Up / 1 Down), role (ROLE_NAMES code).
+    For backtests (evaluate.py); the bar table does not use them."""
+    kind = events["kind"].to_numpy()
+    out = []
+    for k, cols in ((PRICE_CHANGE, ["best_bid", "best_ask"]),
+                    (TRADE, ["price", "size", "side", "outcome", "role"])):
+        sub = events.loc[kind == k, ["address", "slug", "t", *cols]]
+        sub = sub.assign(address=sub["address"].astype(str), slug=sub["slug"].astype(str))
+        out.append(sub.sort_values(["address", "slug", "t"], kind="stable").reset_index(drop=True))
+    return out[0], out[1]
 
 
 # ---------------------------------------------------------------- stage

@@ -4,8 +4,10 @@ Promise: `python evaluate.py --model models/best_model.pt` scores the checkpoint
 `data/processed_trader_data.parquet` (default test) and writes, each atomically, to `--out`:
 `metrics.json`, `predictions.parquet` (address, bar_start, split, action, pred,
 prob_STRONG_BUY .. prob_STRONG_SELL, rtg_input, rtg_pred, pred_<baseline> per baseline), `confusion_matrix.png`,
-`rtg_sweep.png`, `equity_curves.png` and `report.md`: the twin's metrics, four baselines, the
-oracle ceiling where the demo truth exists, the RTG sweep, a backtest and distilled rules.
+`rtg_sweep.png`, `equity_curves.png` (where quotes exist) and `report.md`: the twin's metrics,
+four baselines, the oracle ceiling where the demo truth exists, the RTG sweep, a backtest at
+Polymarket's quotes after taker fees (with the trader's replay and P&L per target RTG) and
+distilled rules.
 
 No-leakage rule (honest conditioning): at evaluation time the future is unknown, so the twin is
 conditioned on a target that uses no future information: RTG_0 = the target (default: the train
@@ -17,7 +19,8 @@ future and is reported only as a labelled "leaky reference". Baselines, the dist
 every statistic are fitted on the train split only.
 
 Run alone: `python evaluate.py --model models/best_model.pt [--processed PATH] [--split test]
-[--out reports] [--truth_dir data/demo_truth] [--target_rtg 0.01] [--device cpu]`.
+[--out reports] [--truth_dir data/demo_truth] [--target_rtg 0.01] [--device cpu]
+[--data_dir DIR] [--latency_s 2] [--inventory_cap SHARES] [--fee_rate 0.25] [--fee_exponent 2]`.
 
 Decisions where the issue is silent: --processed defaults to the parquet the checkpoint was
 trained on (its train_config), and the parquet's state columns must be the model's; pipeline metadata (state columns, window, bar interval,
@@ -29,8 +32,13 @@ realised RTG_t of the train split (5th..95th percentile): returns are fractions 
 peak exposure, so window sums reach hundreds of percent and a fixed +-5 % grid would probe only
 a sliver of what the model saw (--sweep_min -0.05 --sweep_max 0.05 gives the seed's grid).
 Probabilities are columns
-`prob_<ACTION>`. The analyses live in `_evaluate_analysis.py`, the plots and markdown in
+`prob_<ACTION>`. The analyses live in `_evaluate_analysis.py`, the backtest (fee model, fills at
+quotes, settlement, replay check) in `_evaluate_backtest.py`, the plots and markdown in
 `_evaluate_report.py`.
+The parquet has no quotes: the backtest reads the book top and the trader's fills (and roles)
+from the raw price files (`--data_dir`, default pipeline_meta config.data_dir; without them the
+section says why and nothing fills). Bot sizes: actions.class_sizes (train medians); default
+--inventory_cap: the trader's largest Up-equivalent shares held in one market on train.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 import _evaluate_analysis as ea
+import _evaluate_backtest as eb
 from _evaluate_report import atomic_write, write_plots, write_report
 from action_discretization import ACTIONS, N_ACTIONS
 from data_ingestion import add_config_args
@@ -91,7 +100,19 @@ class EvalConfig:
     device: str = "cpu"
     """cpu, cuda or auto."""
     seed: int = 0
-    """Seed for torch and the scikit-learn baselines / tree."""
+    """Seed for torch, the scikit-learn baselines / tree and the bootstrap."""
+    data_dir: str | None = None
+    """Raw price files for the backtest's quotes and fills (None = pipeline_meta config.data_dir)."""
+    latency_s: float = eb.LATENCY_S
+    """Seconds from the bar's start (the bot's decision) to its order reaching the book."""
+    inventory_cap: float | None = None
+    """Largest |Up - Down| shares the bot holds per market (None = the trader's train-split max)."""
+    fee_rate: float = eb.FEE_RATE
+    """Taker fee rate: fee = shares x rate x (p (1 - p))^exponent (Polymarket, 15-min crypto, 2026-01)."""
+    fee_exponent: float = eb.FEE_EXPONENT
+    """Exponent of the taker fee formula."""
+    bootstrap: int = 2000
+    """Bootstrap resamples (of markets) for the backtest's 95 % intervals."""
 
 
 class EvaluationError(ValueError):
@@ -217,6 +238,26 @@ def load_truth(truth_dir: str | Path, addresses) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
+def load_market_data(data_dir: str | None, addresses) -> tuple[pd.DataFrame | None,
+                                                              pd.DataFrame | None, str | None]:
+    """(quotes, fills, None) of `addresses` from the raw price files under data_dir
+    (data_ingestion.load_events + quotes_and_fills), or (None, fills or None, why not)."""
+    import data_ingestion
+
+    if not data_dir or not Path(data_dir).is_dir():
+        why = f"data_dir {data_dir} not found" if data_dir else "no data_dir in pipeline_meta"
+        return None, None, f"{why}: pass --data_dir with the raw price files"
+    try:
+        events = data_ingestion.load_events(data_ingestion.IngestionConfig(data_dir=data_dir))[0]
+    except data_ingestion.IngestionError as e:
+        return None, None, f"{data_dir}: {e}"
+    mine = events["address"].astype(str).isin(set(map(str, addresses))).to_numpy()
+    quotes, fills = data_ingestion.quotes_and_fills(events[mine])
+    if quotes.empty:
+        return None, fills, f"the price files under {data_dir} carry no price_change quotes"
+    return quotes, fills, None
+
+
 def _device(name: str) -> str:
     import torch
 
@@ -242,6 +283,10 @@ def run(cfg: EvalConfig) -> dict:
         raise EvaluationError(f"--split must be one of {SPLITS}, got {cfg.split!r}")
     if not 1 <= cfg.tree_depth <= 4 or cfg.sweep_steps < 2:
         raise EvaluationError("--tree_depth must be in 1..4 and --sweep_steps >= 2")
+    if min(cfg.latency_s, cfg.fee_rate, cfg.fee_exponent) < 0 or cfg.bootstrap < 1 or (
+            cfg.inventory_cap is not None and cfg.inventory_cap <= 0):
+        raise EvaluationError("--latency_s, --fee_rate and --fee_exponent must be >= 0, "
+                              "--inventory_cap > 0, --bootstrap >= 1")
     torch.manual_seed(cfg.seed)
     device = _device(cfg.device)
     model, ckpt = load_checkpoint(cfg.model, device)
@@ -282,9 +327,15 @@ def run(cfg: EvalConfig) -> dict:
     oracle = ea.oracle_report(rows, pred, truth, str(meta.get("bar_interval", "15min")))
     sweep = ea.sweep_statistics(grid, ev["proba"][-len(grid):])
     sweep["train_rtg_p05"], sweep["train_rtg_p95"] = p05, p95
-    u, source = ea.per_share_pnl(df)  # on every row: the bar before a split and whole markets
-    bt, curve = ea.backtest(rows, pred, (meta.get("actions") or {}).get("class_sizes") or {},
-                            (u[ev["rows"]], source[ev["rows"]]))
+    data_dir = cfg.data_dir or (meta.get("config") or {}).get("data_dir")
+    quotes, fills, why = load_market_data(data_dir, rows["address"].unique())
+    cap = eb.default_cap(df) if cfg.inventory_cap is None else float(cfg.inventory_cap)
+    bt, curve = eb.run_backtest(
+        rows, pred, grid, ev["proba"][-len(grid):].argmax(-1),
+        (meta.get("actions") or {}).get("class_sizes") or {}, quotes, fills,
+        bar_ms=int(pd.Timedelta(str(meta.get("bar_interval", "15min"))).value // 1_000_000),
+        latency_s=cfg.latency_s, cap=cap, rate=cfg.fee_rate, exponent=cfg.fee_exponent,
+        n_boot=cfg.bootstrap, seed=cfg.seed, reason=why)
     X_tr = df.iloc[tr["rows"]][cols].to_numpy(dtype=np.float64)
     rules = ea.distill_rules(X_tr, tr["proba"][0].argmax(1), rows[cols].to_numpy(dtype=np.float64),
                              pred, y, cols, cfg.tree_depth, cfg.seed)
@@ -300,7 +351,7 @@ def run(cfg: EvalConfig) -> dict:
         preds[f"pred_{name}"] = np.asarray(b["pred"]).astype(np.int8)
     atomic_write(out / "predictions.parquet", preds)
     metrics = {
-        "config": asdict(cfg) | {"processed": str(processed)}, "split": cfg.split, "rows": int(len(rows)), "target_rtg": target,
+        "config": asdict(cfg) | {"processed": str(processed), "data_dir": data_dir}, "split": cfg.split, "rows": int(len(rows)), "target_rtg": target,
         "conditioning": "honest: target - observed past returns; previous actions = the trader's",
         "twin": twin, "leaky_reference_realised_rtg": leaky, "baselines": baselines,
         "twin_beats": {k: twin["macro_f1"] > v["macro_f1"] for k, v in baselines.items()},
@@ -309,7 +360,7 @@ def run(cfg: EvalConfig) -> dict:
                                                  "metrics": ckpt.get("metrics")},
         "class_names": list(ACTIONS), "n_actions": N_ACTIONS,
     }
-    metrics["plots"] = write_plots(out, twin, sweep, curve, cfg.split)
+    metrics["plots"] = write_plots(out, twin, sweep, curve, bt, cfg.split)
     atomic_write(out / "metrics.json", metrics)
     atomic_write(out / "report.md", write_report(metrics))
     headline = {
@@ -319,6 +370,7 @@ def run(cfg: EvalConfig) -> dict:
         "beats": metrics["twin_beats"],
         "oracle_macro_f1": oracle.get("argmax_macro_f1"),
         "twin_fraction_of_oracle": oracle.get("twin_fraction_macro_f1"),
+        "bot_pnl_after_fees": (bt.get("bot") or {}).get("after_fees"),
     }
     return headline
 
@@ -339,6 +391,10 @@ def main() -> None:
     frac = "" if h["twin_fraction_of_oracle"] is None else f" ({h['twin_fraction_of_oracle']:.0%} of oracle)"
     print(f"report: {h['report']}")
     print(f"{h['split']} macro-F1: twin {h['twin']['macro_f1']:.3f}{frac} | oracle {oracle} | {base}")
+    if b := h["bot_pnl_after_fees"]:
+        lo, hi = b["mean_ci95_usdc"]
+        print(f"bot P&L after fees: {b['total_usdc']:+.2f} USDC over {b['markets']} markets "
+              f"({b['mean_per_market_usdc']:+.3f} per market, 95 % {lo:+.3f} .. {hi:+.3f})")
 
 
 if __name__ == "__main__":

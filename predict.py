@@ -3,7 +3,9 @@
 Promise: `python predict.py --model models/best_model.pt --trader downloads/merged_trades/ADDRESS
 --target_rtg 0.02` ingests that one trader's folder, builds the states of its last K bars (K =
 the model's window) plus the next bar's, and prints the twin's action for the next bar (the bar
-after the last observed one) with the five probabilities. `run(cfg) -> dict` returns the same.
+after the last observed one) with the five probabilities, and the Polymarket taker fee the
+suggested trade would pay at the current quote (the latest price_change in the trader's files).
+`run(cfg) -> dict` returns the same.
 
 No-leakage rule (and no refit): every statistic comes from the checkpoint's `pipeline_meta`,
 fitted on the training data's train split: the FFD order d and price source, the state scales
@@ -24,6 +26,11 @@ Decisions where the issue is silent:
   target + the returns observed from them up to now (RTG_k = target + sum_{k<=j<next} r_j): the
   same "target minus observed returns" conditioning as evaluate.py, anchored at the next bar.
 - Previous actions are the trader's observed ones; the first bar of the history sees START.
+- The suggested trade is the action class's train-split median size (pipeline_meta
+  actions.class_sizes), taken from flat as the backtest's bot does: a BUY-side class buys Up at
+  the ask, a SELL-side class buys Down at 1 - the Up bid. Its fee is _evaluate_backtest's
+  taker_fee (--fee_rate, --fee_exponent; Polymarket's 15-minute crypto schedule by default),
+  taken in tokens and shown also in USDC at that price. No quote in the files: no fee shown.
 """
 
 from __future__ import annotations
@@ -31,7 +38,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +47,7 @@ import pandas as pd
 
 import feature_engineering as fe
 import state_features as sf
+from _evaluate_backtest import FEE_EXPONENT, FEE_RATE, fee_usdc_at_fill, taker_fee
 from action_discretization import ACTIONS, START_ACTION, discretize
 from data_ingestion import add_config_args
 from evaluate import EvaluationError, _device
@@ -63,6 +70,10 @@ class PredictConfig:
     """Ingestion worker processes (0 = all cores)."""
     json: bool = False
     """Print one JSON object instead of the table."""
+    fee_rate: float = FEE_RATE
+    """Taker fee rate: fee = shares x rate x (p (1 - p))^exponent (Polymarket, 15-min crypto, 2026-01)."""
+    fee_exponent: float = FEE_EXPONENT
+    """Exponent of the taker fee formula."""
 
 
 class PredictError(ValueError):
@@ -115,18 +126,8 @@ def build_states(bars: pd.DataFrame, meta: dict) -> pd.DataFrame:
     return states.astype(np.float32).clip(-clip, clip)
 
 
-def load_bars(trader: str, bar_interval: str, workers: int) -> pd.DataFrame:
-    """The trader's bar table (data_ingestion; its report goes to a temp dir, nothing is kept)."""
-    import data_ingestion
-
-    if not trader or not Path(trader).is_dir():
-        raise PredictError(f"--trader {trader!r} is not a folder: pass downloads/merged_trades/ADDRESS")
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            bars = data_ingestion.run(data_ingestion.IngestionConfig(
-                data_dir=trader, out_dir=tmp, bar_interval=bar_interval, workers=workers))
-        except data_ingestion.IngestionError as e:
-            raise PredictError(f"{trader}: {e}") from None
+def _one_address(trader: str, bars: pd.DataFrame) -> pd.DataFrame:
+    """bars sorted by bar_start; PredictError unless they hold exactly one address."""
     if bars.empty:
         raise PredictError(f"{trader}: no usable bars")
     if bars["address"].nunique() != 1:
@@ -134,9 +135,52 @@ def load_bars(trader: str, bar_interval: str, workers: int) -> pd.DataFrame:
     return bars.sort_values("bar_start", kind="stable").reset_index(drop=True)
 
 
+def load_trader(trader: str, bar_interval: str, workers: int) -> tuple[pd.DataFrame, dict | None]:
+    """(the trader's bar table, its latest quote {slug, t, best_bid, best_ask} or None), from one
+    pass of data_ingestion.load_events over the folder (no report is written)."""
+    import data_ingestion
+
+    if not trader or not Path(trader).is_dir():
+        raise PredictError(f"--trader {trader!r} is not a folder: pass downloads/merged_trades/ADDRESS")
+    try:
+        events, markets, _ = data_ingestion.load_events(data_ingestion.IngestionConfig(
+            data_dir=trader, bar_interval=bar_interval, workers=workers))
+        bars = data_ingestion.build_bars(events, markets, bar_interval)
+    except data_ingestion.IngestionError as e:
+        raise PredictError(f"{trader}: {e}") from None
+    quotes = data_ingestion.quotes_and_fills(events)[0]
+    quote = None
+    if len(quotes):
+        last = quotes.iloc[int(np.argmax(quotes["t"].to_numpy()))]
+        quote = {"slug": str(last["slug"]), "t": str(pd.Timestamp(int(last["t"]), unit="ms", tz="UTC")),
+                 "best_bid": float(last["best_bid"]), "best_ask": float(last["best_ask"])}
+    return _one_address(trader, bars), quote
+
+
+def load_bars(trader: str, bar_interval: str, workers: int) -> pd.DataFrame:
+    """The trader's bar table (load_trader without the quote)."""
+    return load_trader(trader, bar_interval, workers)[0]
+
+
+def suggested_fee(action: str, class_sizes: dict, quote: dict | None, rate: float = FEE_RATE,
+                  exponent: float = FEE_EXPONENT) -> dict | None:
+    """The taker fee of the class's median size bought from flat at `quote`: BUY-side classes buy
+    Up at the ask, SELL-side ones Down at 1 - bid; None without a quote. Fee in tokens (bought)
+    and its USDC value at the fill price."""
+    if quote is None:
+        return None
+    size = float(class_sizes.get(action) or 0.0)
+    token, px = ("Up", quote["best_ask"]) if size >= 0 else ("Down", 1.0 - quote["best_bid"])
+    shares = abs(size)
+    return {"shares": shares, "token": token, "price": px, "quote": quote,
+            "fee_tokens": float(taker_fee(shares, px, rate, exponent)),
+            "fee_usdc": float(fee_usdc_at_fill(shares, px, True, rate, exponent)),
+            "rate": rate, "exponent": exponent}
+
+
 def run(cfg: PredictConfig) -> dict:
     """The twin's next-bar action: {"address", "last_bar", "next_bar", "target_rtg", "action",
-    "probabilities": {name: p}, "history_bars"}."""
+    "probabilities": {name: p}, "history_bars", "fee": suggested_fee(...) or None}."""
 
     if not cfg.trader or not Path(cfg.trader).is_dir():  # user errors first, before torch loads
         raise PredictError(f"--trader {cfg.trader!r} is not a folder: pass downloads/merged_trades/ADDRESS")
@@ -153,7 +197,8 @@ def run(cfg: PredictConfig) -> dict:
     missing = [k for k in need if k not in meta]
     if missing:
         raise PredictError(f"{cfg.model}: pipeline_meta lacks {missing}; retrain with train_model.py")
-    bars = add_next_bar(load_bars(cfg.trader, meta["bar_interval"], cfg.workers), meta["bar_interval"])
+    history, quote = load_trader(cfg.trader, meta["bar_interval"], cfg.workers)
+    bars = add_next_bar(history, meta["bar_interval"])
     states = build_states(bars, meta)
     acts = discretize(bars["net_shares"].to_numpy(float), meta["actions"]["thresholds"])
     prev = np.r_[START_ACTION, acts[:-1]].astype(np.int64)  # a_{t-1}; the next bar's = last action
@@ -168,11 +213,14 @@ def run(cfg: PredictConfig) -> dict:
             torch.tensor(states.to_numpy()[-K:][None], device=device),
             torch.tensor(prev[-K:][None], device=device))
     p = torch.softmax(logits[0, -1].float(), -1).cpu().numpy()
+    action = ACTIONS[int(p.argmax())]
     return {
         "address": str(bars["address"].iloc[-1]), "last_bar": str(bars["bar_start"].iloc[-2]),
         "next_bar": str(bars["bar_start"].iloc[-1]), "target_rtg": cfg.target_rtg,
-        "action": ACTIONS[int(p.argmax())], "history_bars": int(K - 1),
+        "action": action, "history_bars": int(K - 1),
         "probabilities": {a: float(v) for a, v in zip(ACTIONS, p, strict=True)},
+        "fee": suggested_fee(action, meta["actions"].get("class_sizes") or {}, quote,
+                             cfg.fee_rate, cfg.fee_exponent),
     }
 
 
@@ -194,6 +242,16 @@ def main() -> None:
     print(f"next bar {out['next_bar']}: {out['action']}")
     for name, v in out["probabilities"].items():
         print(f"  {name:<12} {v:.3f}")
+    f = out["fee"]
+    if f is None:
+        print("taker fee: no quote (price_change) in the trader's files")
+    elif f["shares"] == 0:
+        print("taker fee: 0 (HOLD trades nothing)")
+    else:
+        q = f["quote"]
+        print(f"taker fee at the current quote: {f['fee_usdc']:.4f} USDC ({f['fee_tokens']:.4f} "
+              f"tokens) to buy {f['shares']:g} {f['token']} shares at {f['price']:.3f} (quote of "
+              f"{q['slug']} at {q['t']}; fee = shares x {f['rate']:g} x (p (1 - p))^{f['exponent']:g})")
 
 
 if __name__ == "__main__":

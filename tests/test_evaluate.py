@@ -182,6 +182,19 @@ def test_report_md_has_the_sections_and_says_whether_the_twin_beats_each_baselin
         row = next(line for line in table.splitlines() if line.startswith(f"| {name} "))
         assert row.rstrip(" |").endswith(("yes", "**no**")), row
     assert "leaky reference" in text
+    # the synthetic parquet has no raw price files: the backtest says so and fills nothing
+    section = text.split("## Backtest")[1].split("## Distilled")[0]
+    assert "Not available" in section and "--data_dir" in section
+    assert not report["metrics"]["backtest"]["available"]
+    assert "equity_curves.png" not in report["metrics"]["plots"]
+
+
+def test_backtest_flags_are_checked(synthetic):
+    root = synthetic["root"]
+    for bad in ({"latency_s": -1.0}, {"fee_rate": -0.1}, {"inventory_cap": 0.0}, {"bootstrap": 0}):
+        with pytest.raises(evaluate.EvaluationError, match="--latency_s"):
+            evaluate.run(evaluate.EvalConfig(model=str(root / "model.pt"), **bad,
+                                             processed=str(root / "processed.parquet")))
 
 
 def test_cli_reports_a_missing_model_in_one_line(tmp_path, synthetic):
@@ -236,9 +249,23 @@ def test_end_to_end_on_demo_data(demo_tree, tmp_path):
     assert h["oracle_macro_f1"] == o["argmax_macro_f1"] and h["report"] == str(out / "report.md")
     for name in m["plots"]:
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
-    b = m["backtest"]
-    assert b["trader_total_pnl"] == pytest.approx(df.loc[df["split"] == "test", "pnl"].sum())
-    assert b["trader_trading_bars"] == int((df.loc[df["split"] == "test", "net_shares"] != 0).sum())
+    b = m["backtest"]  # quotes from the pipeline's data_dir (pipeline_meta config)
+    test = df[df["split"] == "test"]
+    assert b["available"] and m["config"]["data_dir"] == str(demo_tree["data_dir"])
+    assert b["trader_total_pnl_usdc"] == pytest.approx(test["pnl"].sum())
+    assert b["trader"]["before_fees"]["total_usdc"] == pytest.approx(test["pnl"].sum())
+    assert b["markets"] == test["slug"].nunique()
+    assert b["replay"]["within_tolerance"] is True
+    bot = b["bot"]
+    assert bot["after_fees"]["total_usdc"] == pytest.approx(
+        bot["before_fees"]["total_usdc"] - bot["fees_usdc"])
+    assert bot["fills"] == 0 or bot["fees_usdc"] > 0
+    r = b["rtg_table"]
+    assert r["targets"] == m["rtg_sweep"]["targets"] and len(r["mean_per_market_usdc"]) == 11
+    assert h["bot_pnl_after_fees"] == bot["after_fees"] and "equity_curves.png" in m["plots"]
+    text = (out / "report.md").read_text()
+    assert "### Bot P&L after fees by target RTG" in text and "Replay check" in text
+    assert "the trader's fees are unknown" in text.lower() and r["verdict"] in text
 
 
 def test_a_corrupt_checkpoint_is_a_user_error(synthetic, tmp_path):

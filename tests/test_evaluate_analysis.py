@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import _evaluate_analysis as ea
-from action_discretization import ACTIONS, HOLD, START_ACTION
+from action_discretization import HOLD, START_ACTION
 
 COLS = ["f0", "f1", "f2"]
 
@@ -115,38 +115,6 @@ def test_sweep_statistics_detect_a_monotone_steering_and_a_flat_one():
     assert flat["spearman_direction"] is None
 
 
-def _market_rows(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    net = rng.choice([0.0, 10.0, -10.0, 40.0], size=n)
-    u = rng.normal(0, 0.3, n)  # per-share P&L of the bar
-    return pd.DataFrame({
-        "address": "0xa", "bar_start": pd.date_range("2026-01-05", periods=n, freq="15min", tz="UTC"),
-        "net_shares": net, "pnl": net * u, "inventory": 0.0,
-        "action": np.select([net > 20, net > 0, net < 0], [0, 1, 3], HOLD),
-    })
-
-
-def test_backtest_of_the_traders_own_actions_at_their_sizes_reproduces_the_trader():
-    rows = _market_rows(300, 3)
-    sizes = {"STRONG_BUY": 40.0, "BUY": 10.0, "HOLD": 0.0, "SELL": -10.0, "STRONG_SELL": -40.0}
-    summary, curve = ea.backtest(rows, rows["action"].to_numpy(), sizes)
-    assert summary["bot_total_pnl"] == pytest.approx(summary["trader_total_pnl"])
-    assert summary["pnl_correlation"] == pytest.approx(1.0)
-    assert summary["bot_trades_valued_share"] == 1.0
-    assert summary["bot_hit_rate"] == pytest.approx(summary["trader_hit_rate"])
-    assert len(curve) == len(rows)
-    np.testing.assert_allclose(curve["bot_equity"], np.cumsum(curve["bot_pnl"]))
-
-
-def test_backtest_does_not_value_bars_without_an_observed_fill():
-    rows = _market_rows(100, 4)
-    rows["inventory"] = 5.0  # never flat before a bar (except the first): per-share P&L unknown
-    u, source = ea.per_share_pnl(rows)
-    assert (source[1:] == 0).all() and (u[1:] == 0).all()
-    summary, _ = ea.backtest(rows, np.zeros(len(rows), int), {a: 1.0 for a in ACTIONS})
-    assert summary["bot_trades_valued_share"] <= 1 / len(rows)
-
-
 def test_distilled_tree_recovers_a_threshold_rule_with_full_fidelity():
     train, test = synthetic_rows(500, 0), synthetic_rows(200, 1, "test")
     twin_train = np.where(train["f1"] > 0, 1, 3)  # the "twin" buys when f1 > 0
@@ -156,13 +124,3 @@ def test_distilled_tree_recovers_a_threshold_rule_with_full_fidelity():
     assert r["fidelity_train"] == 1.0 and r["fidelity_eval"] >= 0.98  # a test point may fall in the split gap
     assert "f1 <=" in r["rules"] and "BUY" in r["rules"] and "SELL" in r["rules"]
     assert r["n_leaves"] <= 4
-
-
-def test_backtest_values_other_bars_at_the_opening_mid_and_the_settlement():
-    rows = _market_rows(6, 5).assign(net_shares=0.0, pnl=0.0)
-    rows["slug"] = ["m0", "m0", "m1", "m1", "m2", None]
-    rows["open"] = [0.40, 0.55, 0.50, 0.30, 0.45, 0.5]
-    rows["close"] = [0.6, 0.9, 0.4, 0.1, 0.7, 0.5]  # m0 settles 1, m1 0, m2 1
-    u, source = ea.per_share_pnl(rows)
-    np.testing.assert_allclose(u[:5], [0.60, 0.45, -0.50, -0.30, 0.55])
-    np.testing.assert_array_equal(source, [2, 2, 2, 2, 2, 0])

@@ -82,13 +82,35 @@ def test_run_returns_a_distribution_for_the_next_bar(built):
     assert out["history_bars"] == 15  # window 16 = 15 observed bars + the next one
 
 
+def test_run_prices_the_suggested_trades_taker_fee_at_the_latest_quote(built):
+    out = predict.run(predict.PredictConfig(model=str(built["model"]), trader=str(built["trader"]),
+                                            target_rtg=0.02))
+    last = max(built["trader"].glob("btc-*_prices.json"))  # the latest market's file
+    pc = [e for e in orjson.loads(last.read_bytes())["prices"] if e["type"] == "price_change"]
+    quote = max(pc, key=lambda e: e["t"])
+    size = built["meta"]["actions"]["class_sizes"][out["action"]]
+    price = quote["best_ask"] if size >= 0 else 1.0 - quote["best_bid"]
+    f = out["fee"]
+    assert f["shares"] == pytest.approx(abs(size)) and f["price"] == pytest.approx(price)
+    assert f["fee_tokens"] == pytest.approx(abs(size) * 0.25 * (price * (1 - price)) ** 2)
+    assert f["fee_usdc"] == pytest.approx(f["fee_tokens"] * price)
+    doubled = predict.suggested_fee(out["action"], built["meta"]["actions"]["class_sizes"],
+                                    f["quote"], rate=0.5)
+    assert doubled["fee_usdc"] == pytest.approx(2 * f["fee_usdc"])
+    assert predict.suggested_fee("HOLD", {"HOLD": 0.0}, f["quote"])["fee_usdc"] == 0.0
+    assert predict.suggested_fee("BUY", {"BUY": 10.0}, None) is None
+
+
 def test_cli_prints_the_action_and_json(built):
     cmd = [sys.executable, str(REPO / "predict.py"), "--model", str(built["model"]),
            "--trader", str(built["trader"]), "--target_rtg", "0.02", "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
     out = orjson.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["action"] in ACTIONS and out["target_rtg"] == 0.02
+    assert out["action"] in ACTIONS and out["target_rtg"] == 0.02 and "fee" in out
+    proc = subprocess.run(cmd[:-1], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "taker fee" in proc.stdout and "Traceback" not in proc.stderr
 
 
 def test_cli_missing_trader_folder_is_one_line_exit_2(built, tmp_path):
