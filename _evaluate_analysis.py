@@ -35,6 +35,10 @@ LABELS = list(range(N_ACTIONS))
 DIRECTION = np.array([1.0, 1.0, 0.0, -1.0, -1.0])
 """Up-equivalent sign of each action class, indexed like ACTIONS."""
 PROBA_EPS = 1e-7
+SWEEP_NEGLIGIBLE, SWEEP_SMALL = 0.05, 0.15
+"""RTG-sweep effect words: largest change of direction, trade rate or a class share below these."""
+WIDE_INTERVAL = 0.10
+"""A macro-F1 95 % interval wider than this (0.10) makes the report's "too small to trust" banner."""
 
 
 # ---------------------------------------------------------------- metrics
@@ -216,27 +220,155 @@ def sweep_statistics(targets: np.ndarray, proba: np.ndarray) -> dict:
         "mean_proba": proba.mean(1).tolist(), "mean_direction": direction.tolist(),
         "trade_rate": trade_rate.tolist(),
         "spearman_direction": rho(direction), "spearman_trade_rate": rho(trade_rate),
+        "effect": sweep_effect(direction, trade_rate, shares),
     }
+
+
+def sweep_effect(direction: np.ndarray, trade_rate: np.ndarray, shares: np.ndarray) -> dict:
+    """How far the target moves the twin across the sweep, with a word for it.
+
+    Ranges (max - min over the grid) of the mean direction (scale -1..+1), the trade rate and
+    each class's share of predicted actions (percentage points). The word is "negligible" when
+    all three stay under SWEEP_NEGLIGIBLE (0.05: 5 points), "small" under SWEEP_SMALL, else
+    "large": a Spearman of +-1 only says a change is monotone, not that it matters."""
+    share_range = np.ptp(shares, axis=0) if len(shares) else np.zeros(N_ACTIONS)
+    k = int(share_range.argmax())
+    size = max(float(np.ptp(direction)), float(np.ptp(trade_rate)), float(share_range[k]))
+    word = "negligible" if size < SWEEP_NEGLIGIBLE else "small" if size < SWEEP_SMALL else "large"
+    return {"direction_range": float(np.ptp(direction)), "trade_rate_range": float(np.ptp(trade_rate)),
+            "largest_share_change": float(share_range[k]), "largest_share_class": ACTIONS[k],
+            "size": word}
 
 
 # ---------------------------------------------------------------- distilled rules
 def distill_rules(X_train: np.ndarray, twin_train: np.ndarray, X_eval: np.ndarray,
                   twin_eval: np.ndarray, y_eval: np.ndarray, feature_names: list[str],
-                  max_depth: int = 4, seed: int = 0) -> dict:
+                  max_depth: int = 4, seed: int = 0, to_raw=None, units: dict | None = None) -> dict:
     """A DecisionTreeClassifier(max_depth) fitted to the twin's predictions on train rows.
 
-    Returns the export_text rules (class names from ACTIONS), fidelity to the twin on train and
-    on the evaluated rows, and the tree's accuracy and macro-F1 against the trader there."""
-    from sklearn.tree import DecisionTreeClassifier, export_text
+    Returns the rules as text (see tree_rules: thresholds in the features' own units through
+    `to_raw(name, value)`, no split whose two sides predict the same class), fidelity to the twin
+    on train and on the evaluated rows, and the tree's accuracy and macro-F1 against the trader."""
+    from sklearn.tree import DecisionTreeClassifier
 
     tree = DecisionTreeClassifier(max_depth=max_depth, random_state=seed).fit(X_train, twin_train)
-    rules = export_text(tree, feature_names=list(feature_names),
-                        class_names=[ACTIONS[int(c)] for c in tree.classes_], decimals=2)
+    rules, n_leaves = tree_rules(tree, list(feature_names), to_raw, units)
     tree_eval = tree.predict(X_eval)
     vs_trader = classification_metrics(y_eval, tree_eval)
     return {
-        "rules": rules, "max_depth": max_depth, "n_leaves": int(tree.get_n_leaves()),
+        "rules": rules, "max_depth": max_depth, "n_leaves": n_leaves,
         "fidelity_train": float((tree.predict(X_train) == twin_train).mean()),
         "fidelity_eval": float((tree_eval == twin_eval).mean()) if len(twin_eval) else None,
         "accuracy_vs_trader": vs_trader.get("accuracy"), "macro_f1_vs_trader": vs_trader.get("macro_f1"),
     }
+
+
+def tree_rules(tree, names: list[str], to_raw=None, units: dict | None = None) -> tuple[str, int]:
+    """(rules text, leaves shown) of a fitted sklearn tree, export_text style.
+
+    A subtree whose leaves all predict one class is shown as that one leaf (its split changes
+    nothing), so no rule has the same class on both sides. Thresholds go through
+    `to_raw(feature, threshold)` (an increasing map, so <= stays <=) and carry `units[feature]`;
+    each leaf gives its class and the train rows it holds. The tree has <= 31 nodes (depth 4)."""
+    t, units = tree.tree_, units or {}
+    to_raw = to_raw or (lambda _name, v: v)
+    classes = [ACTIONS[int(c)] for c in tree.classes_]
+    leaf_class: dict[int, set] = {}
+
+    def below(node: int) -> set:  # the classes predicted by the leaves under node
+        if node not in leaf_class:
+            left, right = t.children_left[node], t.children_right[node]
+            leaf_class[node] = ({int(t.value[node][0].argmax())} if left < 0
+                                else below(left) | below(right))
+        return leaf_class[node]
+
+    lines: list[str] = []
+
+    def walk(node: int, depth: int) -> int:
+        pad = "|   " * depth + "|--- "
+        if len(below(node)) == 1:
+            lines.append(f"{pad}class: {classes[next(iter(below(node)))]} "
+                         f"({int(t.n_node_samples[node])} train rows)")
+            return 1
+        name = names[t.feature[node]]
+        thr = float(to_raw(name, float(t.threshold[node])))
+        unit = f" [{units[name]}]" if units.get(name) else ""
+        lines.append(f"{pad}{name} <= {thr:.4g}{unit}")
+        n = walk(t.children_left[node], depth + 1)
+        lines.append(f"{pad}{name} >  {thr:.4g}{unit}")
+        return n + walk(t.children_right[node], depth + 1)
+
+    n_leaves = walk(0, 0)
+    return "\n".join(lines) + "\n", n_leaves
+
+
+# ---------------------------------------------------------------- intervals
+def _confusions(y: np.ndarray, pred: np.ndarray, codes: np.ndarray, n_blocks: int) -> np.ndarray:
+    """(n_blocks, K*K) confusion counts per block, cell = y * K + pred."""
+    per = np.zeros((n_blocks, N_ACTIONS * N_ACTIONS))
+    np.add.at(per, (codes, np.asarray(y, np.int64) * N_ACTIONS + np.asarray(pred, np.int64)), 1.0)
+    return per
+
+
+def _scores(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(accuracy, macro-F1) of confusions (..., K, K) [true, pred]; macro-F1 averages the classes
+    present in y or in the predictions, like sklearn's f1_score(average="macro")."""
+    tp = np.diagonal(conf, axis1=-2, axis2=-1)
+    true, pred = conf.sum(-1), conf.sum(-2)
+    present = (true + pred) > 0
+    f1 = np.where(present, 2 * tp / np.maximum(true + pred, 1e-12), 0.0)
+    acc = tp.sum(-1) / np.maximum(conf.sum((-2, -1)), 1e-12)
+    return acc, f1.sum(-1) / np.maximum(present.sum(-1), 1)
+
+
+def bootstrap_samples(y: np.ndarray, preds: dict[str, np.ndarray], blocks, n_boot: int = 1000,
+                      seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{name: (accuracy, macro-F1)}, each (1 + n_boot,): row 0 the observed sample, then one value
+    per resample of whole blocks (markets) drawn with replacement, the same resamples for every
+    model (multinomial weights on per-block confusions: a resample is one matrix product)."""
+    codes, uniq = pd.factorize(pd.Series(np.asarray(blocks)))
+    nb = len(uniq)
+    rng = np.random.default_rng(seed)
+    w = np.vstack([np.ones(nb), rng.multinomial(nb, np.full(nb, 1 / nb), size=n_boot)])  # (1+B, nb)
+    return {k: _scores((w @ _confusions(y, p, codes, nb)).reshape(-1, N_ACTIONS, N_ACTIONS))
+            for k, p in preds.items()}
+
+
+def interval(v: np.ndarray) -> list[float]:
+    """[observed, 2.5 %, 97.5 %] from (1 + B,) values whose row 0 is the observed sample."""
+    return [float(v[0]), *np.percentile(v[1:], [2.5, 97.5]).tolist()]
+
+
+def block_bootstrap(y: np.ndarray, preds: dict[str, np.ndarray], blocks, reference: str = "twin",
+                    n_boot: int = 1000, seed: int = 0) -> dict:
+    """95 % percentile intervals of accuracy and macro-F1 over resampled blocks (markets).
+
+    Every model is scored on the same resamples (bootstrap_samples), so `differences`
+    (reference minus each other model) are paired. Returns {"blocks", "n_boot", "scores": {name:
+    {"accuracy": [v, lo, hi], "macro_f1": [...]}}, "differences": {name: {"accuracy",
+    "macro_f1", "verdict"}}}; verdict "ahead" / "behind" when the macro-F1 difference's interval
+    excludes 0, else "tie" (inside the noise)."""
+    raw = bootstrap_samples(y, preds, blocks, n_boot, seed)
+    scores = {k: {"accuracy": interval(a), "macro_f1": interval(f)} for k, (a, f) in raw.items()}
+    diffs = {}
+    for k, (a, f) in raw.items():
+        if k == reference:
+            continue
+        d = {"accuracy": interval(raw[reference][0] - a), "macro_f1": interval(raw[reference][1] - f)}
+        lo, hi = d["macro_f1"][1:]
+        d["verdict"] = "ahead" if lo > 0 else "behind" if hi < 0 else "tie"
+        diffs[k] = d
+    return {"blocks": int(pd.Series(np.asarray(blocks)).nunique()), "n_boot": int(n_boot),
+            "scores": scores, "differences": diffs}
+
+
+def trust_banner(boot: dict, size_warnings: list[str]) -> list[str]:
+    """Why the report is too small to trust (empty when it is not): the twin's macro-F1 interval
+    wider than WIDE_INTERVAL, and every data-size warning."""
+    lo, hi = boot["scores"]["twin"]["macro_f1"][1:]
+    out = []
+    if hi - lo > WIDE_INTERVAL:
+        out.append(f"the twin's macro-F1 95 % interval is {lo:.3f} .. {hi:.3f}, {hi - lo:.3f} wide "
+                   f"(> {WIDE_INTERVAL:.2f}) over {boot['blocks']} markets: model differences "
+                   "smaller than that are noise")
+    return out + list(size_warnings)

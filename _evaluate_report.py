@@ -25,8 +25,10 @@ import pandas as pd
 
 from action_discretization import ACTIONS
 from data_ingestion import atomic_write as _atomic_write
+from sequence_preparation import MIN_TRAIN_TRADES
 
 CONFUSION_PNG, SWEEP_PNG, EQUITY_PNG = "confusion_matrix.png", "rtg_sweep.png", "equity_curves.png"
+CURVE_PNG = "learning_curve.png"
 BASELINE_NAMES = {
     "majority": "majority class", "previous_action": "previous action",
     "logistic_regression": "logistic regression", "hist_gradient_boosting": "HistGradientBoosting",
@@ -63,13 +65,38 @@ def _save(fig, path: Path) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def plot_learning_curve(out: Path, training: dict) -> list[str]:
+    """learning_curve.png: the twin's val macro-F1 per epoch against every baseline's val
+    macro-F1 (fitted on train; flat lines) and the best epoch; [] without a history."""
+    import matplotlib.pyplot as plt
+
+    h = training.get("history") or []
+    if not h:
+        return []
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    ax.plot([r["epoch"] for r in h], [r["val_macro_f1"] for r in h], marker="o", label="twin")
+    for k, (name, v) in enumerate(training.get("val_baselines_macro_f1", {}).items()):
+        ax.axhline(v, ls="--", lw=1.2, color=f"C{k + 1}", label=BASELINE_NAMES.get(name, name))
+    if training.get("best_epoch") is not None:
+        ax.axvline(training["best_epoch"], color="grey", lw=0.8, ls=":", label="best epoch (saved)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("val macro-F1 (5 classes)")
+    ax.set_title("Learning curve on the val split (baselines fitted on train)")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    _save(fig, out / CURVE_PNG)
+    return [CURVE_PNG]
+
+
 def write_plots(out: Path, twin: dict, sweep: dict, curve: pd.DataFrame | None, backtest: dict,
-                split: str) -> list[str]:
-    """Write the confusion matrix, RTG sweep and (curve not None) equity PNGs; return names."""
+                split: str, training: dict | None = None) -> list[str]:
+    """Write the confusion matrix, RTG sweep, learning curve (with a history) and (curve not
+    None) equity PNGs; return the names written."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    written = plot_learning_curve(out, training or {})
 
     # Confusion matrix: counts, coloured by row share (recall) so rare classes stay visible.
     cm = np.asarray(twin["confusion"], dtype=float)
@@ -110,7 +137,7 @@ def write_plots(out: Path, twin: dict, sweep: dict, curve: pd.DataFrame | None, 
     _save(fig, out / SWEEP_PNG)
 
     if curve is None:
-        return [CONFUSION_PNG, SWEEP_PNG]
+        return [CONFUSION_PNG, SWEEP_PNG, *written]
     # Equity per market (time order) with the band of resampled markets; P&L by target RTG.
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 4.4), gridspec_kw={"width_ratios": [1.6, 1]})
     x = curve["market_start"]
@@ -135,7 +162,7 @@ def write_plots(out: Path, twin: dict, sweep: dict, curve: pd.DataFrame | None, 
     a2.set_ylabel("bot P&L after fees per market (USDC)")
     a2.set_title("Does the target steer return? (95 % intervals)")
     _save(fig, out / EQUITY_PNG)
-    return [CONFUSION_PNG, SWEEP_PNG, EQUITY_PNG]
+    return [CONFUSION_PNG, SWEEP_PNG, EQUITY_PNG, *written]
 
 
 def _f(v, fmt: str = ".3f") -> str:
@@ -147,30 +174,58 @@ def write_report(m: dict) -> str:
     t, lines = m["twin"], []
     add = lines.append
     add(f"# Twin report: {m['split']} split\n")
-    add(f"Model `{m['config']['model']}`, data `{m['config']['processed']}`, {m['rows']} scored rows.")
+    per, tr = m.get("period") or {}, m.get("training") or {}
+    add(f"Model `{m['config']['model']}`, data `{m['config']['processed']}`.")
+    if per:
+        add(f"Scored: the {m['split']} split, {per['first_bar']} .. {per['last_bar']} (UTC; "
+            f"{per['days']:.1f} days), {m['rows']} bars in {per['markets']} 15-minute markets of "
+            f"{per['addresses']} trader(s).")
+    if tr:
+        add(f"Training: best epoch {_f(tr.get('best_epoch'), 'd')} (the checkpoint scored) of "
+            f"{_f(tr.get('epochs_run'), 'd')} epochs run (--epochs {_f(tr.get('epochs_configured'), 'd')}, "
+            f"{_f(tr.get('optimizer_steps'), 'd')} optimizer steps planned).")
     add(f"Honest conditioning: target RTG {m['target_rtg']:.4%} of capital at each window start, "
         "decremented by the returns observed before each bar; previous actions are the trader's "
         "own (the past is observable). No future information enters the twin's inputs.\n")
+    if m.get("too_small_to_trust"):
+        why = "; ".join(m["too_small_to_trust"])
+        add("> **Too small to trust.** " + why[:1].upper() + why[1:] + ". Read every "
+            "number below with its interval; a ranking inside the intervals is a tie.\n")
+    ci = m.get("intervals")
     add("## Twin metrics\n")
-    add("| metric | twin (honest) | leaky reference (realised RTG) |\n|---|---|---|")
+    add("| metric (unit) | twin (honest) | leaky reference (realised RTG) |\n|---|---|---|")
     leaky = m.get("leaky_reference_realised_rtg") or {}
-    for k in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss", "rtg_mae"):
-        add(f"| {k} | {_f(t.get(k), '.4f')} | {_f(leaky.get(k), '.4f')} |")
+    for k, label in _METRICS:
+        add(f"| {label} | {_f(t.get(k), '.4f')} | {_f(leaky.get(k), '.4f')} |")
     add("\nThe leaky reference conditions on the realised return-to-go, which uses the future; it "
         "is shown only to measure how much the twin leans on RTG, never as the twin's score.\n")
-    add("| class | precision | recall | support |\n|---|---|---|---|")
+    add("| class | precision | recall | support (bars) |\n|---|---|---|---|")
     for name, v in t["per_class"].items():
         add(f"| {name} | {v['precision']:.3f} | {v['recall']:.3f} | {v['support']} |")
     add(f"\n![confusion matrix]({CONFUSION_PNG})\n")
     add("## Baselines (fitted on train, same rows; inputs: state + previous action)\n")
-    add("| model | accuracy | balanced acc. | macro-F1 | log-loss | twin beats it (macro-F1)? |")
-    add("|---|---|---|---|---|---|")
-    add(f"| **twin** | {t['accuracy']:.3f} | {t['balanced_accuracy']:.3f} | {t['macro_f1']:.3f} "
-        f"| {_f(t.get('log_loss'))} | |")
+    if ci:
+        add(f"Intervals: 95 % bootstrap over the {ci['blocks']} scored 15-minute markets "
+            f"({ci['n_boot']} resamples of whole markets); twin minus a model is paired (the same "
+            "resamples). A difference whose interval holds 0 is a tie.\n")
+    add("| model | accuracy [95 %] | balanced acc. | macro-F1 [95 %] | log-loss (nats) "
+        "| twin - model, macro-F1 [95 %] | verdict |")
+    add("|---|---|---|---|---|---|---|")
+    add(f"| **twin** | {_acc(t, ci, 'twin', 'accuracy')} | {t['balanced_accuracy']:.3f} "
+        f"| {_acc(t, ci, 'twin', 'macro_f1')} | {_f(t.get('log_loss'))} | | |")
     for k, v in m["baselines"].items():
-        beats = "yes" if m["twin_beats"][k] else "**no**"
-        add(f"| {BASELINE_NAMES.get(k, k)} | {v['accuracy']:.3f} | {v['balanced_accuracy']:.3f} "
-            f"| {v['macro_f1']:.3f} | {_f(v.get('log_loss'))} | {beats} |")
+        d = (ci or {}).get("differences", {}).get(k)
+        diff = _iv(d["macro_f1"], "+.3f") if d else "n/a"
+        verdict = {"ahead": "twin ahead", "behind": "**twin behind**", "tie": "tie"}[d["verdict"]] \
+            if d else ("yes" if m["twin_beats"][k] else "**no**")
+        add(f"| {BASELINE_NAMES.get(k, k)} | {_acc(v, ci, k, 'accuracy')} | {v['balanced_accuracy']:.3f} "
+            f"| {_acc(v, ci, k, 'macro_f1')} | {_f(v.get('log_loss'))} | {diff} | {verdict} |")
+    lines += learning_section(tr)
+    if m.get("data_size_warnings") is not None:
+        add("\n## Data size\n")
+        add("\n".join(f"- {w}" for w in m["data_size_warnings"]) if m["data_size_warnings"] else
+            f"Enough data by the checks (>= {MIN_TRAIN_TRADES} non-HOLD train actions; val and test hold more than "
+            "one class).")
     o = m["oracle"]
     add("\n## Oracle (the simulated trader's true policy)\n")
     if o.get("available"):
@@ -202,16 +257,53 @@ def write_report(m: dict) -> str:
         add(f"| {x:+.2%} | {cells} | {s['mean_direction'][i]:+.3f} | {s['trade_rate'][i]:.3f} |")
     add(f"\nMonotonicity: Spearman(target, mean Up-equivalent direction) = "
         f"{_f(s['spearman_direction'], '.2f')}; Spearman(target, trade rate) = "
-        f"{_f(s['spearman_trade_rate'], '.2f')}.\n\n![RTG sweep]({SWEEP_PNG})\n")
+        f"{_f(s['spearman_trade_rate'], '.2f')}.")
+    if e := s.get("effect"):
+        add(f"Effect size: across the grid the mean direction (scale -1..+1) moves by "
+            f"{e['direction_range']:.3f}, the trade rate by {100 * e['trade_rate_range']:.1f} "
+            f"percentage points and the largest class share ({e['largest_share_class']}) by "
+            f"{100 * e['largest_share_change']:.1f} points: **{e['size']}**. A Spearman of +-1 "
+            "says only that a change is monotone, not that it is large.")
+    add(f"\n![RTG sweep]({SWEEP_PNG})\n")
     lines += backtest_section(m["backtest"], m["split"])
     r = m["distilled_rules"]
     add(f"## Distilled rules (decision tree, depth {r['max_depth']}, {r['n_leaves']} leaves)\n")
     add(f"Fitted to the twin's predictions on the train split. Fidelity to the twin: "
         f"{_f(r['fidelity_train'])} (train), {_f(r['fidelity_eval'])} ({m['split']}); accuracy "
         f"against the trader on {m['split']}: {_f(r['accuracy_vs_trader'])}, macro-F1 "
-        f"{_f(r['macro_f1_vs_trader'])}.\n")
+        f"{_f(r['macro_f1_vs_trader'])}. Thresholds are in each feature's own units (in "
+        "brackets); a split whose two sides predict the same class is shown as one leaf.\n")
     add("```\n" + r["rules"].rstrip() + "\n```\n")
     return "\n".join(lines) + "\n"
+
+
+_METRICS = [("accuracy", "accuracy (fraction of bars)"), ("balanced_accuracy", "balanced accuracy"),
+            ("macro_f1", "macro-F1 (mean over classes)"), ("log_loss", "log-loss (nats per bar)"),
+            ("rtg_mae", "RTG MAE (fraction of capital)")]
+
+
+def _iv(v, fmt: str = ".3f") -> str:
+    return f"{format(v[0], fmt)} [{format(v[1], fmt)}, {format(v[2], fmt)}]"
+
+
+def _acc(v: dict, ci: dict | None, name: str, key: str) -> str:
+    """A metric with its 95 % interval from the bootstrap, or the point value alone."""
+    if ci and name in ci["scores"]:
+        return _iv(ci["scores"][name][key])
+    return f"{v[key]:.3f}"
+
+
+def learning_section(tr: dict) -> list[str]:
+    """The learning-curve section: the plot and the baselines' val macro-F1 in words."""
+    if not tr.get("history"):
+        return []
+    base = ", ".join(f"{BASELINE_NAMES.get(k, k)} {v:.3f}"
+                     for k, v in (tr.get("val_baselines_macro_f1") or {}).items())
+    best = max(tr["history"], key=lambda h: h["val_macro_f1"])
+    return ["\n## Learning curve (val split)\n",
+            f"The twin's best val macro-F1 is {best['val_macro_f1']:.3f} (epoch {best['epoch']}); "
+            f"the baselines on the same val rows: {base or 'n/a'}.\n",
+            f"![learning curve]({CURVE_PNG})\n"]
 
 
 def _ci(v: dict) -> str:

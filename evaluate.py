@@ -4,10 +4,13 @@ Promise: `python evaluate.py --model models/best_model.pt` scores the checkpoint
 `data/processed_trader_data.parquet` (default test) and writes, each atomically, to `--out`:
 `metrics.json`, `predictions.parquet` (address, bar_start, split, action, pred,
 prob_STRONG_BUY .. prob_STRONG_SELL, rtg_input, rtg_pred, pred_<baseline> per baseline), `confusion_matrix.png`,
-`rtg_sweep.png`, `equity_curves.png` (where quotes exist) and `report.md`: the twin's metrics,
-four baselines, the oracle ceiling where the demo truth exists, the RTG sweep, a backtest at
-Polymarket's quotes after taker fees (with the trader's replay and P&L per target RTG) and
-distilled rules.
+`rtg_sweep.png`, `learning_curve.png`, `equity_curves.png` (where quotes exist) and `report.md`:
+the scored period, its size and the epochs trained; the twin's metrics and four baselines with
+95 % intervals (and paired twin-minus-baseline intervals: ahead, behind or tie); the learning
+curve against every baseline; a data-size check and a "too small to trust" banner; the oracle
+ceiling where the demo truth exists; the RTG sweep with its effect size in words; a backtest at
+Polymarket's quotes after taker fees (with the trader's replay and P&L per target RTG); and
+distilled rules in the features' own units.
 
 No-leakage rule (honest conditioning): at evaluation time the future is unknown, so the twin is
 conditioned on a target that uses no future information: RTG_0 = the target (default: the train
@@ -35,6 +38,11 @@ Probabilities are columns
 `prob_<ACTION>`. The analyses live in `_evaluate_analysis.py`, the backtest (fee model, fills at
 quotes, settlement, replay check) in `_evaluate_backtest.py`, the plots and markdown in
 `_evaluate_report.py`.
+Intervals: a percentile bootstrap over whole 15-minute markets (at 1-minute bars a market's 15
+decisions move together), all models on the same resamples; the banner shows when the twin's
+macro-F1 interval is wider than 0.10 (`_evaluate_analysis.WIDE_INTERVAL`) or a data-size check
+fails. The learning curve reads `metrics.jsonl` beside the checkpoint (the whole run), else the
+checkpoint's own history (to the saved epoch); baselines are fitted on train, scored on val.
 The parquet has no quotes: the backtest reads the book top and the trader's fills (and roles)
 from the raw price files (`--data_dir`, default pipeline_meta config.data_dir; without them the
 section says why and nothing fills). Bot sizes: actions.class_sizes (train medians); default
@@ -54,19 +62,22 @@ import pandas as pd
 
 import _evaluate_analysis as ea
 import _evaluate_backtest as eb
+from _evaluate_inputs import (  # noqa: F401 (re-exported: evaluate.predict_split & co.)
+    EvaluationError,
+    _device,
+    load_checkpoint,
+    load_market_data,
+    load_rows,
+    load_truth,
+    predict_split,
+    resolve_meta,
+    trained_on,
+)
 from _evaluate_report import atomic_write, write_plots, write_report
 from action_discretization import ACTIONS, N_ACTIONS
 from data_ingestion import add_config_args
-from sequence_preparation import (
-    PROCESSED_PATH,
-    RTG_SCALE,
-    SPLITS,
-    ProcessedDataError,
-    honest_rtg,
-    honest_target,
-    read_meta,
-    read_processed,
-)
+from sequence_preparation import SPLITS, data_size_warnings, honest_target, split_class_counts
+from state_features import FEATURE_UNITS, raw_units
 
 log = logging.getLogger("evaluate")
 
@@ -112,165 +123,51 @@ class EvalConfig:
     fee_exponent: float = eb.FEE_EXPONENT
     """Exponent of the taker fee formula."""
     bootstrap: int = 2000
-    """Bootstrap resamples (of markets) for the backtest's 95 % intervals."""
-
-
-class EvaluationError(ValueError):
-    """A user-fixable problem (missing file, bad flag, empty split); main() prints it as one line."""
-
-
-# ---------------------------------------------------------------- loading
-def load_checkpoint(path: str | Path, device: str):
-    """(model in eval mode on `device`, checkpoint dict) from a train_model.py checkpoint."""
-    import torch
-
-    from model_architecture import TraderDecisionTransformer
-
-    if not Path(path).exists():
-        raise EvaluationError(f"model file {path} not found: run `python train_model.py` first")
-    try:
-        ckpt = torch.load(path, map_location="cpu")  # weights_only default: plain types only
-    except Exception as e:  # truncated, not a torch file, or pickled objects weights_only refuses
-        raise EvaluationError(f"{path} cannot be read as a checkpoint ({type(e).__name__}): "
-                              "pass the best_model.pt train_model.py wrote") from None
-    if not isinstance(ckpt, dict):
-        raise EvaluationError(f"{path} is not a train_model.py checkpoint (not a dict)")
-    for key in ("model_state_dict", "model_config"):
-        if key not in ckpt:
-            raise EvaluationError(f"{path} has no '{key}': not a train_model.py checkpoint")
-    try:
-        model = TraderDecisionTransformer.from_config(ckpt["model_config"])
-        model.load_state_dict(ckpt["model_state_dict"])
-    except (RuntimeError, ValueError, TypeError) as e:  # weights from another model version
-        first = str(e).strip().splitlines()[-1].strip()
-        raise EvaluationError(f"{path} does not match the current model ({first}): retrain with "
-                              "`python train_model.py`") from None
-    return model.to(device).eval(), ckpt
-
-
-def trained_on(ckpt: dict) -> str:
-    """The processed parquet a checkpoint was trained on (its train_config; else the default)."""
-    return str((ckpt.get("train_config") or {}).get("processed") or PROCESSED_PATH)
-
-
-def resolve_meta(ckpt: dict, processed: str | Path) -> dict:
-    """The pipeline metadata the model was trained with (checkpoint first, then the parquet's
-    own meta file)."""
-    meta = ckpt.get("pipeline_meta") or {}
-    if not meta.get("state_features"):
-        try:
-            meta = read_meta(processed)
-        except ProcessedDataError as e:
-            raise EvaluationError(f"no pipeline_meta in the checkpoint, and {e}") from None
-    return meta
-
-
-def load_rows(processed: str | Path, meta: dict) -> pd.DataFrame:
-    """The processed frame, checked against its own meta and the checkpoint's: the state
-    columns must be the model's (else one-line EvaluationError); another config hash with the
-    same columns is logged (the model is scored on data built differently from its training)."""
-    try:
-        df, own = read_processed(processed)
-    except ProcessedDataError as e:
-        raise EvaluationError(str(e)) from None
-    if list(own["state_features"]) != list(meta["state_features"]):
-        raise EvaluationError(f"{processed} has state columns {own['state_features']} but the model was "
-                              f"trained on {meta['state_features']}: pass --processed with the "
-                              "parquet it was trained on")
-    if meta.get("config_hash") and own.get("config_hash") != meta.get("config_hash"):
-        log.warning("%s was built with config %s, the model's training data with %s", processed,
-                    own.get("config_hash"), meta.get("config_hash"))
-    return df
-
-
-# ---------------------------------------------------------------- twin predictions
-def predict_split(model, df: pd.DataFrame, split: str, window: int, state_columns: list[str],
-                  targets: list[float | None], device: str, batch_size: int) -> dict:
-    """Score every row of `split` once for each conditioning in `targets`.
-
-    A float target means honest conditioning (`honest_rtg`); None means the realised RTG (the
-    leaky reference). Returns {"rows": (N,) parquet row indices, "proba": (C, N, 5),
-    "rtg_pred": (C, N) in fraction units, "rtg_input": (C, N), "rtg_next": (N,) the realised
-    RTG_{t+1} inside the window (0 at its last bar), "rtg_realised": (N,) RTG_t} with C = len(targets)."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from sequence_preparation import TraderSequenceDataset
-
-    ds = TraderSequenceDataset(df, split, window, window, state_columns)
-    if len(ds) == 0:
-        raise EvaluationError(f"split '{split}' has no rows in the processed parquet")
-    rows, rtg_next, rtg_real = [], [], []
-    proba = [[] for _ in targets]
-    rtg_pred = [[] for _ in targets]
-    rtg_in = [[] for _ in targets]
-    with torch.inference_mode():
-        for b in DataLoader(ds, batch_size=batch_size, shuffle=False):
-            mask = b["mask"].numpy()  # (B, T)
-            rets = b["returns"].numpy().astype(np.float64)
-            realised = b["rtg"].numpy().astype(np.float64) / RTG_SCALE
-            rows.append(b["row_index"].numpy()[mask])
-            rtg_next.append((realised - rets)[mask])
-            rtg_real.append(realised[mask])
-            states, prev = b["states"].to(device), b["prev_actions"].to(device)
-            for c, target in enumerate(targets):
-                rtg = realised if target is None else honest_rtg(rets, target)
-                logits, pred = model(torch.as_tensor(rtg * RTG_SCALE, dtype=torch.float32,
-                                                     device=device), states, prev)
-                proba[c].append(torch.softmax(logits.float(), -1).cpu().numpy()[mask])
-                rtg_pred[c].append(pred.float().cpu().numpy()[mask] / RTG_SCALE)
-                rtg_in[c].append(rtg[mask])
-    return {
-        "rows": np.concatenate(rows), "rtg_next": np.concatenate(rtg_next),
-        "rtg_realised": np.concatenate(rtg_real),
-        "proba": np.stack([np.concatenate(p) for p in proba]),
-        "rtg_pred": np.stack([np.concatenate(p) for p in rtg_pred]),
-        "rtg_input": np.stack([np.concatenate(p) for p in rtg_in]),
-    }
-
-
-def load_truth(truth_dir: str | Path, addresses) -> pd.DataFrame | None:
-    """Concatenated demo truth for the addresses that have `{truth_dir}/{address}.parquet`."""
-    import pyarrow.parquet as pq
-
-    files = [Path(truth_dir) / f"{a}.parquet" for a in sorted(set(addresses))]
-    frames = [pq.read_table(f).to_pandas() for f in files if f.exists()]
-    return pd.concat(frames, ignore_index=True) if frames else None
-
-
-def load_market_data(data_dir: str | None, addresses) -> tuple[pd.DataFrame | None,
-                                                              pd.DataFrame | None, str | None]:
-    """(quotes, fills, None) of `addresses` from the raw price files under data_dir
-    (data_ingestion.load_events + quotes_and_fills), or (None, fills or None, why not)."""
-    import data_ingestion
-
-    if not data_dir or not Path(data_dir).is_dir():
-        why = f"data_dir {data_dir} not found" if data_dir else "no data_dir in pipeline_meta"
-        return None, None, f"{why}: pass --data_dir with the raw price files"
-    try:
-        events = data_ingestion.load_events(data_ingestion.IngestionConfig(data_dir=data_dir))[0]
-    except data_ingestion.IngestionError as e:
-        return None, None, f"{data_dir}: {e}"
-    mine = events["address"].astype(str).isin(set(map(str, addresses))).to_numpy()
-    quotes, fills = data_ingestion.quotes_and_fills(events[mine])
-    if quotes.empty:
-        return None, fills, f"the price files under {data_dir} carry no price_change quotes"
-    return quotes, fills, None
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EvaluationError("--device cuda requested but no CUDA device is available: use --device cpu")
-    if name not in ("cpu", "cuda"):
-        raise EvaluationError(f"--device must be cpu, cuda or auto, got {name!r}")
-    return name
+    """Bootstrap resamples (of whole 15-minute markets) for every 95 % interval in the report."""
 
 
 # ---------------------------------------------------------------- the stage
+def raw_unit_map(meta: dict):
+    """(to_raw(feature, value), units) that undo the state's normalisation with the fitted
+    scales and capital in `meta`; identity and "scaled" units when the meta has no scales."""
+    scales, capital = meta.get("scales"), meta.get("capital")
+    if not scales or capital is None:
+        return None, {c: "scaled" for c in meta["state_features"]}
+    units = {c: FEATURE_UNITS.get(c, "") for c in meta["state_features"]}
+    source = (meta.get("features") or {}).get("price_source")
+    if "macd_hist" in units and source in ("underlying", "token"):  # the series MACD was taken on
+        units["macd_hist"] = "USD of BTC" if source == "underlying" else "Up-token price"
+    return (lambda name, v: float(raw_units(name, v, scales, capital))), units
+
+
+def training_summary(ckpt: dict, model_path: str | Path) -> dict:
+    """Epochs and the per-epoch validation curve: metrics.jsonl beside the checkpoint (the whole
+    run) when present, else the checkpoint's own history (up to the epoch it was saved at)."""
+    tc = ckpt.get("train_config") or {}
+    history = ckpt.get("history") or []
+    log_file = Path(model_path).parent / "metrics.jsonl"
+    if log_file.exists():
+        import orjson
+
+        try:
+            history = [{"epoch": h["epoch"], "val_macro_f1": h["val"]["macro_f1"],
+                        "val_majority_macro_f1": h["val"].get("baseline_macro_f1")}
+                       for h in map(orjson.loads, filter(None, log_file.read_bytes().splitlines()))]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            log.warning("%s is not train_model's log: using the checkpoint's history", log_file)
+    return {"best_epoch": ckpt.get("epoch"), "epochs_configured": tc.get("epochs"),
+            "epochs_run": max((h["epoch"] for h in history), default=ckpt.get("epoch")),
+            "optimizer_steps": tc.get("total_steps"), "history": history}
+
+
+def scored_period(rows: pd.DataFrame) -> dict:
+    """First and last bar start, days covered, markets and addresses of the scored rows."""
+    t = rows["bar_start"]
+    return {"first_bar": str(t.min()), "last_bar": str(t.max()),
+            "days": float((t.max() - t.min()) / pd.Timedelta("1D")) if len(t) else 0.0,
+            "markets": int(t.dt.floor("15min").nunique()), "addresses": int(rows["address"].nunique())}
+
+
 def run(cfg: EvalConfig) -> dict:
     """Evaluate the checkpoint on cfg.split and write the report; returns the headline numbers.
 
@@ -337,8 +234,23 @@ def run(cfg: EvalConfig) -> dict:
         latency_s=cfg.latency_s, cap=cap, rate=cfg.fee_rate, exponent=cfg.fee_exponent,
         n_boot=cfg.bootstrap, seed=cfg.seed, reason=why)
     X_tr = df.iloc[tr["rows"]][cols].to_numpy(dtype=np.float64)
+    to_raw, units = raw_unit_map(meta)
     rules = ea.distill_rules(X_tr, tr["proba"][0].argmax(1), rows[cols].to_numpy(dtype=np.float64),
-                             pred, y, cols, cfg.tree_depth, cfg.seed)
+                             pred, y, cols, cfg.tree_depth, cfg.seed, to_raw, units)
+    # 95 % intervals over resampled test markets, every model on the same resamples (paired)
+    blocks = rows["address"].astype(str) + "|" + rows["bar_start"].dt.floor("15min").astype(str)
+    boot = ea.block_bootstrap(y, {"twin": pred} | {k: v["pred"] for k, v in base.items()},
+                              blocks.to_numpy(), n_boot=cfg.bootstrap, seed=cfg.seed)
+    val_rows = df[df["split"] == "val"]
+    val_base = ea.fit_baselines(train_rows, val_rows, cols, cfg.seed) if len(val_rows) else {}
+    yv = val_rows["action"].to_numpy(dtype=np.int64)
+    training = {
+        **training_summary(ckpt, cfg.model),
+        "val_baselines_macro_f1": {k: ea.classification_metrics(yv, v["pred"])["macro_f1"]
+                                   for k, v in val_base.items()},
+    }
+    size = data_size_warnings({s: split_class_counts(df, s) for s in SPLITS})
+    trust = ea.trust_banner(boot, size)
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -358,9 +270,11 @@ def run(cfg: EvalConfig) -> dict:
         "oracle": oracle, "rtg_sweep": sweep, "backtest": bt,
         "distilled_rules": rules, "checkpoint": {"epoch": ckpt.get("epoch"),
                                                  "metrics": ckpt.get("metrics")},
+        "intervals": boot, "training": training, "period": scored_period(rows),
+        "data_size_warnings": size, "too_small_to_trust": trust,
         "class_names": list(ACTIONS), "n_actions": N_ACTIONS,
     }
-    metrics["plots"] = write_plots(out, twin, sweep, curve, bt, cfg.split)
+    metrics["plots"] = write_plots(out, twin, sweep, curve, bt, cfg.split, training)
     atomic_write(out / "metrics.json", metrics)
     atomic_write(out / "report.md", write_report(metrics))
     headline = {
@@ -371,6 +285,7 @@ def run(cfg: EvalConfig) -> dict:
         "oracle_macro_f1": oracle.get("argmax_macro_f1"),
         "twin_fraction_of_oracle": oracle.get("twin_fraction_macro_f1"),
         "bot_pnl_after_fees": (bt.get("bot") or {}).get("after_fees"),
+        "intervals": boot, "too_small_to_trust": trust,
     }
     return headline
 
@@ -390,7 +305,11 @@ def main() -> None:
     oracle = "n/a" if h["oracle_macro_f1"] is None else f"{h['oracle_macro_f1']:.3f}"
     frac = "" if h["twin_fraction_of_oracle"] is None else f" ({h['twin_fraction_of_oracle']:.0%} of oracle)"
     print(f"report: {h['report']}")
-    print(f"{h['split']} macro-F1: twin {h['twin']['macro_f1']:.3f}{frac} | oracle {oracle} | {base}")
+    _, lo, hi = h["intervals"]["scores"]["twin"]["macro_f1"]
+    print(f"{h['split']} macro-F1: twin {h['twin']['macro_f1']:.3f} [95 % {lo:.3f}, {hi:.3f}]{frac} "
+          f"| oracle {oracle} | {base}")
+    if h["too_small_to_trust"]:
+        print("too small to trust: " + "; ".join(h["too_small_to_trust"]))
     if b := h["bot_pnl_after_fees"]:
         lo, hi = b["mean_ci95_usdc"]
         print(f"bot P&L after fees: {b['total_usdc']:+.2f} USDC over {b['markets']} markets "

@@ -49,7 +49,7 @@ import feature_engineering as fe
 import state_features as sf
 from _evaluate_backtest import FEE_EXPONENT, FEE_RATE, fee_usdc_at_fill, taker_fee
 from action_discretization import ACTIONS, START_ACTION, discretize
-from data_ingestion import add_config_args
+from data_ingestion import IngestionConfig, add_config_args
 from evaluate import EvaluationError, _device
 from sequence_preparation import RTG_SCALE, honest_rtg, returns
 
@@ -126,12 +126,30 @@ def build_states(bars: pd.DataFrame, meta: dict) -> pd.DataFrame:
     return states.astype(np.float32).clip(-clip, clip)
 
 
+def found_traders(trader: str, limit: int = 8) -> str:
+    """'trader folders under D: a, b, ... (N)' for the folder --trader sits in (its parent; the
+    default data_dir when that does not exist): sub-folders holding *_prices.json files."""
+    parent = Path(trader).parent if trader else Path(".")
+    if parent == Path(".") or not parent.is_dir():  # a bare name or a typo in the folder above
+        parent = Path(IngestionConfig.data_dir)
+    try:
+        names = sorted(d.name for d in parent.iterdir()
+                       if d.is_dir() and next(d.glob("*_prices.json"), None) is not None)
+    except OSError:
+        names = []
+    if not names:
+        return f"no trader folders (with *_prices.json) under {parent}: run download_bucket.py"
+    more = f" ... ({len(names)} in all)" if len(names) > limit else ""
+    return f"trader folders under {parent}: " + ", ".join(names[:limit]) + more
+
+
 def _one_address(trader: str, bars: pd.DataFrame) -> pd.DataFrame:
     """bars sorted by bar_start; PredictError unless they hold exactly one address."""
     if bars.empty:
-        raise PredictError(f"{trader}: no usable bars")
+        raise PredictError(f"{trader}: no usable bars; {found_traders(trader)}")
     if bars["address"].nunique() != 1:
-        raise PredictError(f"{trader} holds {bars['address'].nunique()} addresses: point --trader at one")
+        raise PredictError(f"{trader} holds {bars['address'].nunique()} addresses: point --trader at "
+                           f"one; {found_traders(str(Path(trader) / 'x'))}")
     return bars.sort_values("bar_start", kind="stable").reset_index(drop=True)
 
 
@@ -141,7 +159,7 @@ def load_trader(trader: str, bar_interval: str, workers: int) -> tuple[pd.DataFr
     import data_ingestion
 
     if not trader or not Path(trader).is_dir():
-        raise PredictError(f"--trader {trader!r} is not a folder: pass downloads/merged_trades/ADDRESS")
+        raise PredictError(f"--trader {trader!r} is not a folder; {found_traders(trader)}")
     try:
         events, markets, _ = data_ingestion.load_events(data_ingestion.IngestionConfig(
             data_dir=trader, bar_interval=bar_interval, workers=workers))
@@ -183,7 +201,7 @@ def run(cfg: PredictConfig) -> dict:
     "probabilities": {name: p}, "history_bars", "fee": suggested_fee(...) or None}."""
 
     if not cfg.trader or not Path(cfg.trader).is_dir():  # user errors first, before torch loads
-        raise PredictError(f"--trader {cfg.trader!r} is not a folder: pass downloads/merged_trades/ADDRESS")
+        raise PredictError(f"--trader {cfg.trader!r} is not a folder; {found_traders(cfg.trader)}")
     if not Path(cfg.model).exists():
         raise PredictError(f"model file {cfg.model} not found: run `python train_model.py` first")
     device = _device(cfg.device)

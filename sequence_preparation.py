@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from action_discretization import ACTIONS, HOLD, START_ACTION
+from action_discretization import ACTIONS, HOLD, N_ACTIONS, START_ACTION
 
 RTG_SCALE = 100.0
 """The model sees RTG x RTG_SCALE (returns are fractions of capital)."""
@@ -252,6 +252,12 @@ MIN_TRAIN_TRADES = 50
 """Fewer non-HOLD train actions than this: the data is too small to learn a trader from."""
 MIN_TRAIN_WINDOWS = 8
 """Fewer train windows than this: too few sequences to fit a sequence model."""
+
+
+def split_class_counts(df: pd.DataFrame, split: str = "train") -> list[int]:
+    """Action counts (N_ACTIONS,) of one split's rows of a processed frame."""
+    acts = df.loc[df["split"] == split, "action"].to_numpy(np.int64)
+    return np.bincount(acts, minlength=N_ACTIONS)[:N_ACTIONS].tolist()
 
 
 def data_size_warnings(counts: dict[str, list[int]], windows: dict[str, int] | None = None) -> list[str]:

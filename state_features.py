@@ -50,7 +50,18 @@ TEMPORAL_FEATURES = ["tod_sin", "tod_cos", "hour_sin", "hour_cos", "dow_sin", "d
 AGENT_FEATURES = [
     "unrealized_pnl", "pnl_pct_position", "inventory", "position_size_ratio", "time_since_entry",
 ]
-MARKET_WINDOW_SECONDS = 900  # the 15-minute market (= data_ingestion.MARKET_SECONDS)
+MARKET_WINDOW_SECONDS = 900
+
+FEATURE_UNITS = {
+    "ffd_price": "FFD of log price", "yz_vol": "per-bar volatility (fraction)",
+    "volume_z": "z of log1p volume", "rsi": "RSI 0..100", "macd_hist": "price units",
+    "bb_width": "band width / middle", "unrealized_pnl": "USDC", "pnl_pct_position": "% of cost",
+    "inventory": "Up-equivalent shares", "position_size_ratio": "USDC of cost basis",
+    "time_since_entry": "bars since entry",
+    **{c: "sin/cos of the cycle" for c in TEMPORAL_FEATURES + EXTRA_FEATURES},
+}
+"""The unit of each state feature after `raw_units` undoes its normalisation."""
+  # the 15-minute market (= data_ingestion.MARKET_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,25 @@ def fit_scales(shifted: pd.DataFrame, train_mask: np.ndarray) -> dict:
     p99 = float(np.quantile(inv, 0.99)) if inv.size else 0.0
     scales["inventory"] = {"mean": 0.0, "std": p99 if p99 > 1e-12 else 1.0}
     return scales
+
+
+def raw_units(column: str, x, scales: dict, capital: float) -> np.ndarray:
+    """Undo the normalisation of one state column: values in FEATURE_UNITS[column].
+
+    `scales` and `capital` are the fitted values (pipeline_meta "scales" and "capital"): scaled
+    columns return x * std + mean (rsi: 50 + 50 x), P&L ratios x capital in USDC,
+    pnl_pct_position in %, time_since_entry expm1(x) - 1 bars (a flat book reads -1: no
+    entry); sin/cos columns are returned as they are. Clipped values invert to the clip edge."""
+    x = np.asarray(x, dtype=np.float64)
+    if column in scales:
+        return x * float(scales[column]["std"]) + float(scales[column]["mean"])
+    if column in ("unrealized_pnl", "position_size_ratio"):
+        return x * float(capital)
+    if column == "pnl_pct_position":
+        return 100.0 * x
+    if column == "time_since_entry":
+        return np.expm1(x) - 1.0
+    return x
 
 
 def apply_scales(frame: pd.DataFrame, scales: dict, clip: float) -> pd.DataFrame:

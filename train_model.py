@@ -64,6 +64,7 @@ from sequence_preparation import (
     parquet_schema,
     read_meta,
     read_processed,
+    split_class_counts,
 )
 from training import (
     TraderTrainer,
@@ -189,12 +190,6 @@ def ensure_processed(cfg: TrainConfig) -> None:
         _run_pipeline(pcfg)
 
 
-def train_class_counts(df, split: str = "train") -> list[int]:
-    """Action counts (N_ACTIONS,) of one split's rows of a processed frame."""
-    acts = df.loc[df["split"] == split, "action"].to_numpy(np.int64)
-    return np.bincount(acts, minlength=N_ACTIONS)[:N_ACTIONS].tolist()
-
-
 def rtg_target_std(dataset) -> float:
     """Std of the RTG targets RTG_{t+1} (model units) over the real positions of train windows
     (the model's rtg_norm; 1.0 when degenerate)."""
@@ -278,8 +273,8 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     if len(train_ds) == 0 or n_val == 0:
         raise TrainError(f"{cfg.processed} has {len(train_ds)} train and {n_val} val windows: both are "
                          "needed (use more data, or a smaller --window / other --train_frac in pipeline.py)")
-    counts = train_class_counts(df)
-    val_counts = train_class_counts(df, "val")
+    counts = split_class_counts(df)
+    val_counts = split_class_counts(df, "val")
     size_warnings = data_size_warnings({"train": counts, "val": val_counts},
                                        {"train": len(train_ds), "val": n_val})
     if sum(c > 0 for c in counts) < 2:
@@ -351,7 +346,9 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
                        **trainer.state_dict(), "rng_state": capture_rng_state(), "epoch": epoch,
                        "metrics": {"train": tr, "val": val}, "pipeline_meta": meta,
                        "train_config": train_config, "honest_target": target, "class_weights": trainer.class_weights.tolist(),
-                       "actions": list(ACTIONS)}
+                       "actions": list(ACTIONS), "history": [
+                           {"epoch": h["epoch"], "val_macro_f1": h["val"]["macro_f1"],
+                            "val_majority_macro_f1": h["val"]["baseline_macro_f1"]} for h in history]}
             save_checkpoint(last_path, payload)
             if improved:
                 save_checkpoint(out_dir / "best_model.pt", payload)

@@ -39,6 +39,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import _evaluate_analysis as ea  # noqa: E402
 from _demo_zoo import FAMILIES  # noqa: E402
 from action_discretization import N_ACTIONS  # noqa: E402
 
@@ -107,37 +108,19 @@ def scored_rows(d: Path) -> pd.DataFrame:
     return out
 
 
-def _macro_f1(conf: np.ndarray) -> np.ndarray:
-    """Macro-F1 over the classes present in y, from confusions (..., K, K) [true, pred]."""
-    tp = np.diagonal(conf, axis1=-2, axis2=-1)
-    true, pred = conf.sum(-1), conf.sum(-2)
-    f1 = np.where(true + pred > 0, 2 * tp / np.maximum(true + pred, 1), 0.0)
-    present = true > 0
-    return (f1 * present).sum(-1) / np.maximum(present.sum(-1), 1)
-
-
 def bootstrap(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Point values and 95 % percentile intervals over resampled markets (blocks): macro-F1 of
-    every SCORES column against y, the twin / oracle fraction, twin - HistGradientBoosting
-    (paired: the same resamples) and the drawn-vs-pipeline action agreement."""
-    K, nb = N_ACTIONS, int(rows["block"].max()) + 1
+    """Point values and 95 % percentile intervals over resampled markets (blocks; the report's
+    _evaluate_analysis.bootstrap_samples): macro-F1 of every SCORES column against y, the twin /
+    oracle fraction, twin - HistGradientBoosting (paired: the same resamples) and the
+    drawn-vs-pipeline action agreement (the accuracy of the drawn action against y)."""
     y = rows["y"].to_numpy()
-    rng = np.random.default_rng(seed)
-    w = rng.multinomial(nb, np.full(nb, 1 / nb), size=n_boot).astype(np.float64)  # (B, blocks)
-    w = np.vstack([np.ones(nb), w])  # row 0: the observed sample
-    f1 = {}
-    for col in SCORES:
-        per = np.zeros((nb, K * K))
-        np.add.at(per, (rows["block"].to_numpy(), y * K + rows[col].to_numpy()), 1.0)
-        f1[col] = _macro_f1((w @ per).reshape(-1, K, K))  # (1 + B,)
-    agree = np.zeros((nb, 2))
-    np.add.at(agree, rows["block"].to_numpy(), np.c_[(rows["drawn"] == y).to_numpy(), np.ones(len(y))])
-    stats = {c: f1[c] for c in SCORES}
-    stats["twin_fraction"] = f1["twin"] / np.maximum(f1["oracle"], 1e-12)
-    stats["twin_minus_hgb"] = f1["twin"] - f1["hist_gradient_boosting"]
-    a = w @ agree
-    stats["agreement"] = a[:, 0] / a[:, 1]
-    return {k: (float(v[0]), *np.percentile(v[1:], [2.5, 97.5]).tolist()) for k, v in stats.items()}
+    preds = {c: rows[c].to_numpy() for c in (*SCORES, "drawn")}
+    s = ea.bootstrap_samples(y, preds, rows["block"].to_numpy(), n_boot, seed)
+    stats = {c: s[c][1] for c in SCORES}
+    stats["twin_fraction"] = stats["twin"] / np.maximum(stats["oracle"], 1e-12)
+    stats["twin_minus_hgb"] = stats["twin"] - stats["hist_gradient_boosting"]
+    stats["agreement"] = s["drawn"][0]
+    return {k: tuple(ea.interval(v)) for k, v in stats.items()}
 
 
 def _fmt(v: tuple) -> str:

@@ -22,7 +22,7 @@ import evaluate
 import sequence_preparation
 from action_discretization import START_ACTION
 from model_architecture import TraderDecisionTransformer
-from state_features import STATE_FEATURES
+from state_features import FEATURE_UNITS, STATE_FEATURES
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -178,9 +178,17 @@ def test_report_md_has_the_sections_and_says_whether_the_twin_beats_each_baselin
                     "## Distilled rules"):
         assert heading in text, heading
     table = text.split("## Baselines")[1].split("## Oracle")[0]
-    for name in ("majority class", "previous action", "logistic regression", "HistGradientBoosting"):
+    diffs = report["metrics"]["intervals"]["differences"]
+    words = {"ahead": "twin ahead", "behind": "**twin behind**", "tie": "tie"}
+    for key, name in (("majority", "majority class"), ("previous_action", "previous action"),
+                      ("logistic_regression", "logistic regression"),
+                      ("hist_gradient_boosting", "HistGradientBoosting")):
         row = next(line for line in table.splitlines() if line.startswith(f"| {name} "))
-        assert row.rstrip(" |").endswith(("yes", "**no**")), row
+        d = diffs[key]
+        lo, hi = d["macro_f1"][1:]
+        assert d["verdict"] == ("ahead" if lo > 0 else "behind" if hi < 0 else "tie")
+        assert row.rstrip(" |").endswith(words[d["verdict"]]), row
+        assert f"[{lo:+.3f}, {hi:+.3f}]" in row  # the paired interval is in the table
     assert "leaky reference" in text
     # the synthetic parquet has no raw price files: the backtest says so and fills nothing
     section = text.split("## Backtest")[1].split("## Distilled")[0]
@@ -266,6 +274,26 @@ def test_end_to_end_on_demo_data(demo_tree, tmp_path):
     text = (out / "report.md").read_text()
     assert "### Bot P&L after fees by target RTG" in text and "Replay check" in text
     assert "the trader's fees are unknown" in text.lower() and r["verdict"] in text
+    # issue 23: period, size, epochs, intervals, learning curve with every baseline, units
+    per, tr = m["period"], m["training"]
+    assert per["first_bar"] == str(test["bar_start"].min()) and per["markets"] == b["markets"]
+    assert f"{m['rows']} bars in {per['markets']} 15-minute markets" in text
+    assert tr["epochs_configured"] == 2 and tr["epochs_run"] == 2 and len(tr["history"]) == 2
+    assert f"of {tr['epochs_run']} epochs run (--epochs 2" in text
+    assert set(tr["val_baselines_macro_f1"]) == set(m["baselines"])
+    assert "learning_curve.png" in m["plots"] and "## Learning curve (val split)" in text
+    curve = text.split("## Learning curve")[1].split("##")[0]
+    for name in ("majority class", "previous action", "logistic regression", "HistGradientBoosting"):
+        assert name in curve
+    ci = m["intervals"]["scores"]["twin"]["macro_f1"]
+    assert ci[0] == pytest.approx(m["twin"]["macro_f1"]) and ci[1] <= ci[0] <= ci[2]
+    assert ("Too small to trust" in text) == bool(m["too_small_to_trust"])
+    assert m["too_small_to_trust"]  # a 6-day demo's test split is too small to rank models
+    assert "[scaled]" not in text and "(nats per bar)" in text
+    units = {*FEATURE_UNITS.values(), "USD of BTC", "Up-token price"}
+    rules = m["distilled_rules"]["rules"]
+    assert all(line.split("[")[1].rstrip("]") in units for line in rules.splitlines() if "<=" in line)
+    assert "## Data size" in text
 
 
 def test_a_corrupt_checkpoint_is_a_user_error(synthetic, tmp_path):

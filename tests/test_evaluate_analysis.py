@@ -124,3 +124,104 @@ def test_distilled_tree_recovers_a_threshold_rule_with_full_fidelity():
     assert r["fidelity_train"] == 1.0 and r["fidelity_eval"] >= 0.98  # a test point may fall in the split gap
     assert "f1 <=" in r["rules"] and "BUY" in r["rules"] and "SELL" in r["rules"]
     assert r["n_leaves"] <= 4
+
+
+# ---------------------------------------------------------------- intervals (issue 23)
+def test_block_bootstrap_points_match_sklearn_and_pairs_the_differences():
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(3)
+    n = 600
+    y = rng.integers(0, 5, n)
+    good = np.where(rng.random(n) < 0.7, y, rng.integers(0, 5, n))  # right 70 %+ of the time
+    bad = rng.integers(0, 5, n)
+    blocks = np.repeat(np.arange(n // 4), 4)  # 150 markets of 4 bars
+    out = ea.block_bootstrap(y, {"twin": good, "noise": bad, "same": good.copy()}, blocks,
+                             n_boot=500, seed=0)
+    assert out["blocks"] == 150 and out["n_boot"] == 500
+    v, lo, hi = out["scores"]["twin"]["macro_f1"]
+    assert v == pytest.approx(f1_score(y, good, average="macro"))
+    assert out["scores"]["noise"]["accuracy"][0] == pytest.approx(accuracy_score(y, bad))
+    assert lo < v < hi and hi - lo < 0.2
+    assert out["differences"]["noise"]["verdict"] == "ahead"
+    assert out["differences"]["noise"]["macro_f1"][1] > 0
+    # the same predictions: every paired resample differs by exactly 0 -> a tie of width 0
+    assert out["differences"]["same"]["macro_f1"] == [0.0, 0.0, 0.0]
+    assert out["differences"]["same"]["verdict"] == "tie"
+    assert "twin" not in out["differences"]
+
+
+def test_block_bootstrap_resamples_whole_blocks():
+    # one block holding every row: each resample is the observed sample, the interval has width 0
+    y = np.array([0, 1, 2, 3, 4] * 10)
+    pred = np.roll(y, 1)
+    out = ea.block_bootstrap(y, {"twin": pred, "b": y}, np.zeros(len(y)), n_boot=50, seed=1)
+    v, lo, hi = out["scores"]["twin"]["accuracy"]
+    assert v == lo == hi == 0.0
+    assert out["differences"]["b"]["verdict"] == "behind"  # exact: the interval is one point
+
+
+def test_trust_banner_flags_wide_intervals_and_data_size():
+    narrow = {"blocks": 900, "scores": {"twin": {"macro_f1": [0.5, 0.47, 0.53]}}}
+    wide = {"blocks": 60, "scores": {"twin": {"macro_f1": [0.5, 0.38, 0.61]}}}
+    assert ea.trust_banner(narrow, []) == []
+    (why,) = ea.trust_banner(wide, [])
+    assert "0.380 .. 0.610" in why and "60 markets" in why
+    assert ea.trust_banner(narrow, ["too small to learn from: 3 non-HOLD"]) == [
+        "too small to learn from: 3 non-HOLD"]
+
+
+# ---------------------------------------------------------------- sweep effect and rules
+def test_sweep_effect_names_the_size_of_the_change():
+    targets = np.linspace(-0.1, 0.1, 5)
+    base = np.tile([0.1, 0.1, 0.6, 0.1, 0.1], (5, 200, 1))
+    tiny = base.copy()
+    tiny[:, :, 0] += np.linspace(0, 0.004, 5)[:, None]  # monotone but tiny
+    tiny[:, :, 2] -= np.linspace(0, 0.004, 5)[:, None]
+    s = ea.sweep_statistics(targets, tiny)
+    assert s["spearman_direction"] == pytest.approx(1.0)
+    assert s["effect"]["size"] == "negligible" and s["effect"]["direction_range"] == pytest.approx(0.004)
+    big = base.copy()
+    big[:, :, 0] += np.linspace(0, 0.3, 5)[:, None]
+    big[:, :, 2] -= np.linspace(0, 0.3, 5)[:, None]
+    e = ea.sweep_statistics(targets, big)["effect"]
+    assert e["size"] == "large" and e["direction_range"] == pytest.approx(0.3)
+
+
+def _split_pairs(text: str) -> list[tuple[str, str]]:
+    """(left leaf class, right leaf class) for every split whose two children are leaves."""
+    lines = text.splitlines()
+    pairs = []
+    for i, line in enumerate(lines):
+        if "<=" in line and i + 1 < len(lines) and "class:" in lines[i + 1]:
+            depth = line.index("|---")
+            right = next(j for j in range(i + 2, len(lines))
+                         if lines[j].index("|---") == depth and " >  " in lines[j])
+            if right + 1 < len(lines) and "class:" in lines[right + 1]:
+                pairs.append((lines[i + 1].split("class: ")[1].split()[0],
+                              lines[right + 1].split("class: ")[1].split()[0]))
+    return pairs
+
+
+def test_distilled_rules_are_in_raw_units_and_never_split_into_one_class():
+    from sklearn.tree import DecisionTreeClassifier, export_text
+
+    rng = np.random.default_rng(0)
+    rsi = rng.uniform(0, 100, 3000)
+    x = np.c_[(rsi - 50) / 50, rng.normal(size=3000)]  # the state's rsi map, and noise
+    y = np.where(rsi > 70, 0, np.where(rsi < 30, 4, 2))
+    y = np.where(rng.random(3000) < 0.25, 1, y)  # noise that makes same-class splits
+    names = ["rsi", "noise"]
+    plain = export_text(DecisionTreeClassifier(max_depth=4, random_state=0).fit(x, y),
+                        feature_names=names)
+    plain_pairs = [p for p in _split_pairs(plain) if p[0] == p[1]]
+    assert plain_pairs  # sklearn's own text has same-class splits here (the bug being fixed)
+    r = ea.distill_rules(x, y, x, y, y, names, 4, 0, to_raw=lambda n, v: 50 + 50 * v if n == "rsi" else v,
+                         units={"rsi": "RSI 0..100", "noise": ""})
+    assert all(a != b for a, b in _split_pairs(r["rules"]))
+    thresholds = [float(line.split("<= ")[1].split()[0]) for line in r["rules"].splitlines()
+                  if line.strip("| -").startswith("rsi <=")]
+    assert thresholds and any(abs(t - 70) < 2 for t in thresholds) and any(abs(t - 30) < 2 for t in thresholds)
+    assert "[RSI 0..100]" in r["rules"]
+    assert r["fidelity_train"] == pytest.approx(
+        (DecisionTreeClassifier(max_depth=4, random_state=0).fit(x, y).predict(x) == y).mean())

@@ -119,3 +119,19 @@ def test_cli_missing_trader_folder_is_one_line_exit_2(built, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 2 and "0xnobody" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+
+
+def test_a_wrong_trader_lists_the_trader_folders_it_found(built, tmp_path):
+    data_dir = Path(built["trader"]).parent
+    real = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
+    cmd = [sys.executable, str(REPO / "predict.py"), "--model", str(built["model"]),
+           "--trader", str(data_dir / "0xtypo")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "0xtypo" in proc.stderr and f"trader folders under {data_dir}" in proc.stderr
+    assert all(name in proc.stderr for name in real)
+    # the data dir itself (several traders, or one): never the placeholder, the folders found
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(predict.PredictError, match="no trader folders"):
+        predict.run(predict.PredictConfig(model=str(built["model"]), trader=str(empty / "0xabc")))

@@ -173,3 +173,14 @@ def test_zero_exposure_falls_back_with_warning(data):
     states, fitted = sf.run(bars, feats, train, sf.StateConfig())
     assert fitted["capital"] == 1.0 and fitted["warnings"]
     assert np.isfinite(states.to_numpy()).all()
+
+
+def test_raw_units_undo_the_normalisation():
+    scales = {"rsi": {"mean": 50.0, "std": 50.0}, "yz_vol": {"mean": 0.002, "std": 0.001}}
+    assert sf.raw_units("rsi", 0.09, scales, 200.0) == pytest.approx(54.5)
+    assert sf.raw_units("yz_vol", -1.0, scales, 200.0) == pytest.approx(0.001)
+    assert sf.raw_units("unrealized_pnl", 0.25, scales, 200.0) == pytest.approx(50.0)  # USDC
+    assert sf.raw_units("pnl_pct_position", 0.1, scales, 200.0) == pytest.approx(10.0)  # %
+    assert sf.raw_units("time_since_entry", np.log1p(3 + 1.0), scales, 1.0) == pytest.approx(3.0)
+    assert sf.raw_units("hour_sin", 0.5, scales, 1.0) == 0.5
+    assert set(sf.FEATURE_UNITS) >= set(sf.STATE_FEATURES + sf.EXTRA_FEATURES)
