@@ -182,8 +182,8 @@ def write_report(m: dict) -> str:
             f"{per['addresses']} trader(s).")
     if tr:
         add(f"Training: best epoch {_f(tr.get('best_epoch'), 'd')} (the checkpoint scored) of "
-            f"{_f(tr.get('epochs_run'), 'd')} epochs run (--epochs {_f(tr.get('epochs_configured'), 'd')}, "
-            f"{_f(tr.get('optimizer_steps'), 'd')} optimizer steps planned).")
+            f"{_f(tr.get('epochs_run'), 'd')} epochs run ({_f(tr.get('epochs_configured'), 'd')} planned, "
+            f"{_f(tr.get('optimizer_steps'), 'd')} optimizer steps).")
     add(f"Honest conditioning: target RTG {m['target_rtg']:.4%} of capital at each window start, "
         "decremented by the returns observed before each bar; previous actions are the trader's "
         "own (the past is observable). No future information enters the twin's inputs.\n")

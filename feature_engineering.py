@@ -390,36 +390,60 @@ def filled_ohlcv(bars: pd.DataFrame, source: str) -> pd.DataFrame:
     return out
 
 
-def run(bars: pd.DataFrame, train_mask, cfg: FeatureConfig) -> tuple[pd.DataFrame, dict]:
-    """Raw market features per address (indexed like bars) and the fitted FFD order."""
+def _address_groups(bars: pd.DataFrame) -> list[np.ndarray]:
+    """Row indices of each address, in bar_start order."""
+    groups = [np.asarray(ix) for ix in bars.groupby("address", sort=False).indices.values()]
+    return [g[np.argsort(bars["bar_start"].to_numpy()[g], kind="stable")] for g in groups]
+
+
+def _ffd_input(px: pd.DataFrame, source: str) -> np.ndarray:
+    """The series FFD differences: log BTC close (underlying) or the Up-token mid (token)."""
+    return np.log(px["close"].to_numpy()) if source == "underlying" else px["close"].to_numpy()
+
+
+def fit(bars: pd.DataFrame, train_mask, cfg: FeatureConfig) -> dict:
+    """The fitted parameters, from train rows only: the price source, the FFD order d (per address
+    on its train rows, the largest choice wins: every address stationary) with its ADF
+    statistics, and the indicator periods, so transform() needs nothing else."""
     train = np.asarray(train_mask, dtype=bool)
     if train.shape != (len(bars),):
         raise ValueError(f"train_mask has shape {train.shape}, expected ({len(bars)},)")
     source = resolve_price_source(bars, cfg.price_source, train)
-    px = filled_ohlcv(bars, source)
-    ffd_in = np.log(px["close"].to_numpy()) if source == "underlying" else px["close"].to_numpy()
-    groups = [np.asarray(ix) for ix in bars.groupby("address", sort=False).indices.values()]
-    groups = [g[np.argsort(bars["bar_start"].to_numpy()[g], kind="stable")] for g in groups]
-    # d: per address on its train rows only, the largest choice wins (every address stationary)
+    ffd_in = _ffd_input(filled_ohlcv(bars, source), source)
     chosen = [choose_d(ffd_in[g[train[g]]], cfg.ffd_thresh, cfg.d_step, cfg.adf_pvalue)
-              for g in groups if train[g].any()]
-    best = max(chosen, key=lambda r: r[0]) if chosen else (0.0, float("nan"), float("nan"))
-    d = best[0]
-    feats = pd.DataFrame(np.nan, index=bars.index, columns=FEATURE_COLUMNS)
+              for g in _address_groups(bars) if train[g].any()]
+    d, stat, pval = max(chosen, key=lambda r: r[0]) if chosen else (0.0, float("nan"), float("nan"))
+    periods = {k: getattr(cfg, k) for k in ("rsi_n", "macd_fast", "macd_slow", "macd_signal",
+                                            "bb_n", "bb_k", "yz_n", "volume_z_n")}
+    return {"price_source": source, "d": float(d), "adf_stat": stat, "adf_pvalue": pval,
+            "ffd_thresh": cfg.ffd_thresh, "ffd_width": int(len(ffd_weights(d, cfg.ffd_thresh))),
+            "n_train_rows": int(train.sum()), **periods}
+
+
+def transform(bars: pd.DataFrame, fitted: dict) -> pd.DataFrame:
+    """The six raw feature columns (FEATURE_COLUMNS) per address, indexed like bars, with the
+    fitted source, d and periods (periods missing from an older `fitted`: FeatureConfig's)."""
+    p = {**FeatureConfig().__dict__, **fitted}
+    source, d = p["price_source"], float(p["d"])
+    px = filled_ohlcv(bars, source)
+    ffd_in = _ffd_input(px, source)
     out = np.full((len(bars), len(FEATURE_COLUMNS)), np.nan)
     o, h, lo, c, v = (px[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
-    for g in groups:
-        out[g, 0] = frac_diff_ffd(ffd_in[g], d, cfg.ffd_thresh)
-        out[g, 1] = yang_zhang(o[g], h[g], lo[g], c[g], cfg.yz_n)
-        out[g, 2] = volume_zscore(v[g], cfg.volume_z_n)
-        out[g, 3] = rsi(c[g], cfg.rsi_n)
-        out[g, 4] = macd_histogram(c[g], cfg.macd_fast, cfg.macd_slow, cfg.macd_signal)
-        out[g, 5] = bollinger_width(c[g], cfg.bb_n, cfg.bb_k)
-    feats.loc[:, :] = out
-    fitted = {"price_source": source, "d": float(d), "adf_stat": best[1], "adf_pvalue": best[2],
-              "ffd_thresh": cfg.ffd_thresh, "ffd_width": int(len(ffd_weights(d, cfg.ffd_thresh))),
-              "n_train_rows": int(train.sum())}
-    return feats, fitted
+    for g in _address_groups(bars):  # one pass per address: a handful, never per bar
+        out[g, 0] = frac_diff_ffd(ffd_in[g], d, p["ffd_thresh"])
+        out[g, 1] = yang_zhang(o[g], h[g], lo[g], c[g], p["yz_n"])
+        out[g, 2] = volume_zscore(v[g], p["volume_z_n"])
+        out[g, 3] = rsi(c[g], p["rsi_n"])
+        out[g, 4] = macd_histogram(c[g], p["macd_fast"], p["macd_slow"], p["macd_signal"])
+        out[g, 5] = bollinger_width(c[g], p["bb_n"], p["bb_k"])
+    return pd.DataFrame(out, index=bars.index, columns=FEATURE_COLUMNS)
+
+
+def run(bars: pd.DataFrame, train_mask, cfg: FeatureConfig) -> tuple[pd.DataFrame, dict]:
+    """Raw market features per address (indexed like bars) and the fitted parameters:
+    fit on train rows, transform every row."""
+    fitted = fit(bars, train_mask, cfg)
+    return transform(bars, fitted), fitted
 
 
 def add_standalone_args(p: argparse.ArgumentParser, out_default: str) -> None:

@@ -89,7 +89,9 @@ class PipelineConfig:
     capital: float | None = None
     """Capital in USDC for returns and P&L ratios (default: peak train exposure)."""
     extra_features: bool = False
-    """Add the market-clock sin/cos features (state_dim 19)."""
+    """Add the market-clock sin/cos features (state_dim + 2)."""
+    features: str = "seed"
+    """State set: seed (the 17 features) or extended (+ returns, vol, market, resolutions, own activity)."""
     strong_quantile: float = 0.75
     """Quantile of train nets above which a trade is STRONG_BUY / STRONG_SELL."""
     force: bool = False
@@ -150,6 +152,8 @@ def validate(cfg: PipelineConfig) -> None:
                             "(e.g. 15min, 1min)") from None
     if cfg.price_source not in ("auto", "underlying", "token"):
         raise PipelineError(f"--price_source {cfg.price_source!r}: use auto, underlying or token")
+    if cfg.features not in state_mod.FEATURE_SETS:
+        raise PipelineError(f"--features {cfg.features!r}: use one of {', '.join(state_mod.FEATURE_SETS)}")
     if cfg.window < 1 or cfg.stride < 1:
         raise PipelineError(f"--window {cfg.window} and --stride {cfg.stride} must be >= 1")
     if cfg.capital is not None and not cfg.capital > 0:
@@ -286,9 +290,10 @@ def build(cfg: PipelineConfig) -> tuple[pd.DataFrame, dict]:
                   f"sl {calib.get('sl')} horizon {calib.get('horizon')} ({calib.get('source')})")
     with _Stage("state", timings, bar) as st:
         states, sfit = state_mod.run(bars, feats, train, state_mod.StateConfig(
-            extra_features=cfg.extra_features, capital=cfg.capital))
+            extra_features=cfg.extra_features, feature_set=cfg.features,
+            bar_interval=cfg.bar_interval, capital=cfg.capital))
         warns += sfit["warnings"]
-        st.msg = f"state_dim {sfit['state_dim']}, capital {sfit['capital']:.2f} USDC"
+        st.msg = f"{cfg.features} set, state_dim {sfit['state_dim']}, capital {sfit['capital']:.2f} USDC"
     with _Stage("actions", timings, bar) as st:
         acts, afit = actions_mod.run(bars, train, actions_mod.ActionConfig(cfg.strong_quantile))
         th = afit["thresholds"]
@@ -326,7 +331,8 @@ def build(cfg: PipelineConfig) -> tuple[pd.DataFrame, dict]:
         "actions": {"thresholds": afit["thresholds"], "class_sizes": afit["class_sizes"],
                     "strong_quantile": afit["strong_quantile"], "eps": afit["eps"],
                     "action_names": list(ACTIONS), "start_action": START_ACTION},
-        "labels": calib, "scales": sfit["scales"],
+        "labels": calib, "scales": sfit["scales"], "clip": sfit["clip"],
+        "feature_set": sfit["feature_set"],
         "split_boundaries": {"train_end": b1.isoformat(), "val_end": b2.isoformat()},
         "rows_per_split": rows, "class_counts_per_split": counts, "windows_per_split": n_win,
         "warnings": warns, "timings": timings,
@@ -388,7 +394,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="capital in USDC (default: peak train exposure)")
     p.add_argument("--extra-features", "--extra_features", dest="extra_features",
                    action="store_true", default=d.extra_features,
-                   help="add market-clock sin/cos (state_dim 19)")
+                   help="add market-clock sin/cos (state_dim + 2)")
+    p.add_argument("--features", default=d.features, choices=state_mod.FEATURE_SETS,
+                   help="state set: seed (17 features) or extended (see docs/DESIGN.md)")
     p.add_argument("--strong_quantile", type=float, default=d.strong_quantile,
                    help="train quantile of nets above which a trade is STRONG")
     p.add_argument("--force", action="store_true", default=d.force, help="rebuild even if up to date")

@@ -15,13 +15,10 @@ only events before its start (the one-bar shift of state_features), so it is kno
 Run alone: the command above (`--device cpu|cuda|auto`, `--json` for machine-readable output).
 
 Decisions where the issue is silent:
-- The stages expose no transform-with-fitted-params entry point (their run() functions fit on a
-  train mask), so this module calls their public pieces with the stored parameters:
-  data_ingestion.run (no fitting), feature_engineering's indicators with the stored d and price
-  source (indicator windows = FeatureConfig defaults, as pipeline.py uses), state_features'
-  agent_raw / shift_within_address / apply_scales / temporal_features with the stored scales and
-  capital (clip = StateConfig default), action_discretization.discretize with the stored
-  thresholds. tests/test_predict.py checks these states equal the pipeline's parquet.
+- States: feature_engineering.transform (the stored price source, d and indicator periods),
+  state_features.raw_state + transform (the stored scales, clip and state set) and
+  action_discretization.discretize (the stored thresholds), the same transforms pipeline.py
+  applies after fitting; tests/test_predict.py checks these states equal the pipeline's parquet.
 - RTG convention: the target is the return-to-go from the next bar on, so earlier positions get
   target + the returns observed from them up to now (RTG_k = target + sum_{k<=j<next} r_j): the
   same "target minus observed returns" conditioning as evaluate.py, anchored at the next bar.
@@ -95,35 +92,19 @@ def add_next_bar(bars: pd.DataFrame, bar_interval: str) -> pd.DataFrame:
     return pd.concat([bars, last], ignore_index=True)
 
 
-def raw_features(bars: pd.DataFrame, fitted: dict) -> pd.DataFrame:
-    """feature_engineering's six raw columns for ONE address with the stored d and price source."""
-    cfg = fe.FeatureConfig()
-    source, d = fitted["price_source"], float(fitted["d"])
-    thresh = float(fitted.get("ffd_thresh", cfg.ffd_thresh))
-    px = fe.filled_ohlcv(bars, source)
-    o, h, lo, c, v = (px[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
-    ffd_in = np.log(c) if source == "underlying" else c
-    return pd.DataFrame({
-        "ffd_price": fe.frac_diff_ffd(ffd_in, d, thresh),
-        "yz_vol": fe.yang_zhang(o, h, lo, c, cfg.yz_n),
-        "volume_z": fe.volume_zscore(v, cfg.volume_z_n),
-        "rsi": fe.rsi(c, cfg.rsi_n),
-        "macd_hist": fe.macd_histogram(c, cfg.macd_fast, cfg.macd_slow, cfg.macd_signal),
-        "bb_width": fe.bollinger_width(c, cfg.bb_n, cfg.bb_k),
-    }, index=bars.index)
-
-
 def build_states(bars: pd.DataFrame, meta: dict) -> pd.DataFrame:
-    """Normalised states (columns meta["state_features"]) from the stored scales and capital;
-    the same construction as state_features.run, without fitting anything."""
-    clip = float(meta.get("clip", sf.StateConfig.clip))
-    raw = pd.concat([raw_features(bars, meta["features"])[sf.MARKET_FEATURES],
-                     sf.agent_raw(bars, float(meta["capital"]))], axis=1)
-    normed = sf.apply_scales(sf.shift_within_address(raw, bars["address"]), meta["scales"], clip)
-    parts = [normed[sf.MARKET_FEATURES], sf.temporal_features(bars["bar_start"]),
-             normed[sf.AGENT_FEATURES], sf.market_clock(bars["bar_start"])]
-    states = pd.concat(parts, axis=1)[list(meta["state_features"])]
-    return states.astype(np.float32).clip(-clip, clip)
+    """Standardised states (columns meta["state_features"]) of the bar table: the stages'
+    transforms with the checkpoint's fitted parameters (feature_engineering.transform,
+    state_features.raw_state + transform); nothing is fitted here."""
+    cols = list(meta["state_features"])
+    missing = [c for c in cols if c not in meta["scales"]]
+    if missing:
+        raise PredictError(f"the checkpoint's pipeline_meta has no scales for {missing[:3]} (built by "
+                           "an older pipeline): rerun `python pipeline.py --force` and train_model.py")
+    raw = sf.raw_state(bars, fe.transform(bars, meta["features"]), meta.get("feature_set", "seed"),
+                       meta["bar_interval"], "market_clock_sin" in cols)
+    return sf.transform(raw, {"state_features": cols, "scales": meta["scales"],
+                              "clip": float(meta.get("clip", sf.StateConfig.clip))})
 
 
 def found_traders(trader: str, limit: int = 8) -> str:

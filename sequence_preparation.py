@@ -239,12 +239,21 @@ def honest_target(df: pd.DataFrame, window: int) -> float:
     return float(r.mean() * window) if r.size else 0.0
 
 
-def honest_rtg(returns: np.ndarray, target: float) -> np.ndarray:
-    """RTG_t = target - sum_{k<t} r_k along the last axis, (B, T) -> (B, T): r_t itself and every
-    later return stay out, so conditioning on it is what a live bot could do."""
-    r = np.asarray(returns, dtype=np.float64)
-    past = np.zeros_like(r)
-    past[..., 1:] = np.cumsum(r[..., :-1], axis=-1)  # exclusive cumulative sum
+def honest_rtg(returns, target):
+    """The honest RTG rule, owned here and used by training, evaluation, inference and predict:
+    RTG_t = target - sum_{k<t} r_k along the last axis, (B, T) -> (B, T), so r_t itself and
+    every later return stay out and conditioning on it is what a live bot could do.
+
+    `returns` is a numpy array (float64 result) or a torch tensor (result on its device and
+    dtype; this module never imports torch); `target` a float or anything broadcasting to
+    (B, 1) (per-window targets)."""
+    if isinstance(returns, np.ndarray) or not hasattr(returns, "new_zeros"):
+        r = np.asarray(returns, dtype=np.float64)
+        past = np.zeros_like(r)
+        past[..., 1:] = np.cumsum(r[..., :-1], axis=-1)  # exclusive cumulative sum
+    else:
+        past = returns.new_zeros(returns.shape)
+        past[..., 1:] = returns[..., :-1].cumsum(-1)
     return target - past
 
 

@@ -1,29 +1,40 @@
-"""State phi(s_t): the 17 named state features, their normalisation and the market clock.
+"""State phi(s_t): the named state sets, their train-fitted standardisation and the market clock.
 
 Promise: `run(bars, features, train_mask, cfg)` returns one row per bar-table row with the
-columns `STATE_FEATURES` (+ `EXTRA_FEATURES` with `extra_features=True`, state_dim 19), every
-value finite and inside +-clip, and a `fitted` dict with the capital and every scale used.
+columns `state_columns(cfg.extra_features, cfg.feature_set, cfg.bar_interval)`, every value
+finite and inside +-clip, and the fitted parameters (capital, one mean/std per column, clip,
+the set). It is `fit` on train rows then `transform` of every row: `raw_state(bars, features,
+feature_set, bar_interval, extra_features)` builds the unnormalised columns (each in its own
+unit, FEATURE_UNITS), `fit(raw, train_mask, ...)` fits the scales on train and
+`transform(raw, fitted)` applies them; predict.py calls raw_state and transform only.
+
+State sets (`--features` in pipeline.py): `seed` = the 17 STATE_FEATURES (+ market clock with
+extra_features); `extended` = the same plus _state_extended's columns (BTC returns and realised
+volatility over several horizons in volatility units, the current market's clock, strike
+distance, fair value and Up quote at 1-minute bars, the last markets' resolutions and streak,
+and the trader's own recent activity and P&L).
 
 No-leakage rule: the state of bar t may use only events with time < bar_start(t). The bar table
 and the raw features describe a bar's own interval, so market, technical and agent features of
-row t are taken from row t-1 of the same address (the one-bar shift; a trader's first bar sees
-zeros). Temporal features come from bar_start(t) itself, which is known at bar_start. Every
-normalising statistic (means, standard deviations, the inventory scale, the capital) is fitted
-on train-split rows only.
+row t are taken from row t-1 of the same address (the one-bar shift; a trader's first bar sees a
+flat book). Temporal features come from bar_start(t) itself, which is known at bar_start. The
+extended columns follow the same rule (see _state_extended). Every normalising statistic is
+fitted on train-split rows only.
 
 Run alone: this stage has no CLI of its own; `python pipeline.py` runs it (it needs the bar table
 and the raw features of the stages above).
 
 Decisions where the issue is silent:
-- Market features (ffd_price, yz_vol, volume_z, macd_hist, bb_width) are z-scored with the
-  train-split mean and standard deviation of the shifted raw values; RSI uses the fixed map
-  (rsi - 50) / 50. A zero or undefined standard deviation becomes 1.
-- unrealized_pnl = unrealized P&L / capital; pnl_pct_position = unrealized / cost_basis (0 when
-  flat); inventory = Up-equivalent shares / the train split's 99th percentile of |inventory|
-  (1 when that is 0); position_size_ratio = cost_basis / capital; time_since_entry =
-  log1p(bars_since_entry + 1), so the entry bar reads log 2 and a flat book reads exactly 0.
-- Capital = cfg.capital, else the peak exposure_usdc on train rows (1.0 if that is not > 0,
-  with a warning in fitted["warnings"]).
+- Every column is standardised with its train-split mean and standard deviation (a zero or
+  undefined standard deviation becomes 1), then clipped to +-clip; a value not defined yet
+  (warm-up) becomes 0, the train mean. RSI is standardised like the rest (the seed's fixed
+  (rsi - 50) / 50 left it at a std of ~0.24).
+- Raw agent features: unrealized_pnl and position_size_ratio (cost basis) in USDC,
+  pnl_pct_position = unrealized / cost_basis in % (0 when flat), inventory in Up-equivalent
+  shares, time_since_entry = log1p(bars_since_entry + 1) (the entry bar reads log 2, a flat book
+  0). A trader's first bar sees zeros (a flat book) before standardisation.
+- Capital (for returns and P&L ratios elsewhere) = cfg.capital, else the peak exposure_usdc on
+  train rows (1.0 if that is not > 0, with a warning in fitted["warnings"]).
 - The market clock is the position of bar_start inside its UTC-aligned 15-minute market window
   (MARKET_SECONDS), as sin/cos of 2 pi x elapsed / 900 s; with 15-minute bars it is constant.
 """
@@ -35,22 +46,27 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from _state_extended import EXTENDED_UNITS, extended_columns, extended_raw
+
 STATE_FEATURES = [
     "ffd_price", "yz_vol", "volume_z", "rsi", "macd_hist", "bb_width",
     "tod_sin", "tod_cos", "hour_sin", "hour_cos", "dow_sin", "dow_cos",
     "unrealized_pnl", "pnl_pct_position", "inventory", "position_size_ratio", "time_since_entry",
 ]
-"""The 17 state feature names, in DESIGN.md's order (market, technical, temporal, agent)."""
+"""The 17 seed state feature names, in the seed's order (market, technical, temporal, agent)."""
 
 EXTRA_FEATURES = ["market_clock_sin", "market_clock_cos"]
-"""Optional market-clock features appended with --extra-features (state_dim 19)."""
+"""Optional market-clock features appended with --extra-features (state_dim + 2)."""
+
+FEATURE_SETS = ("seed", "extended")
+"""The named state sets of pipeline.py --features."""
 
 MARKET_FEATURES = ["ffd_price", "yz_vol", "volume_z", "rsi", "macd_hist", "bb_width"]
 TEMPORAL_FEATURES = ["tod_sin", "tod_cos", "hour_sin", "hour_cos", "dow_sin", "dow_cos"]
 AGENT_FEATURES = [
     "unrealized_pnl", "pnl_pct_position", "inventory", "position_size_ratio", "time_since_entry",
 ]
-MARKET_WINDOW_SECONDS = 900
+MARKET_WINDOW_SECONDS = 900  # the 15-minute market (= data_ingestion.MARKET_SECONDS)
 
 FEATURE_UNITS = {
     "ffd_price": "FFD of log price", "yz_vol": "per-bar volatility (fraction)",
@@ -59,24 +75,35 @@ FEATURE_UNITS = {
     "inventory": "Up-equivalent shares", "position_size_ratio": "USDC of cost basis",
     "time_since_entry": "bars since entry",
     **{c: "sin/cos of the cycle" for c in TEMPORAL_FEATURES + EXTRA_FEATURES},
+    **EXTENDED_UNITS,
 }
-"""The unit of each state feature after `raw_units` undoes its normalisation."""
-  # the 15-minute market (= data_ingestion.MARKET_SECONDS)
+"""The unit of each state feature after `raw_units` undoes its standardisation."""
+_LOG_BARS = {"time_since_entry": 1.0, "bars_since_trade": 0.0}
+"""Columns stored as log1p(bars + offset): raw_units shows them in bars."""
 
 
 @dataclass(frozen=True)
 class StateConfig:
     extra_features: bool = False
-    """Append the market-clock sin/cos (EXTRA_FEATURES); state_dim becomes 19."""
+    """Append the market-clock sin/cos (EXTRA_FEATURES) to the set; state_dim + 2."""
+    feature_set: str = "seed"
+    """The named state set: seed (17 features) or extended (seed + _state_extended's columns)."""
+    bar_interval: str = "15min"
+    """The bar table's interval (the extended set's horizons depend on it)."""
     clip: float = 5.0
-    """Every normalised feature is clipped to [-clip, +clip]."""
+    """Every standardised feature is clipped to [-clip, +clip]."""
     capital: float | None = None
     """Capital in USDC for P&L ratios; None = peak exposure_usdc on the train split."""
 
 
-def state_columns(extra_features: bool) -> list[str]:
-    """The state column names, in model order, for the given extra-features switch."""
-    return STATE_FEATURES + (EXTRA_FEATURES if extra_features else [])
+def state_columns(extra_features: bool = False, feature_set: str = "seed",
+                  bar_interval: str = "15min") -> list[str]:
+    """The state column names, in model order: the seed 17, the market clock with
+    extra_features, then the extended set's columns at this bar interval."""
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"feature set must be one of {FEATURE_SETS}, got {feature_set!r}")
+    extended = extended_columns(bar_interval) if feature_set == "extended" else []
+    return STATE_FEATURES + (EXTRA_FEATURES if extra_features else []) + extended
 
 
 def shift_within_address(frame: pd.DataFrame, address: pd.Series) -> pd.DataFrame:
@@ -125,90 +152,84 @@ def fit_capital(bars: pd.DataFrame, train_mask: np.ndarray, capital: float | Non
     return float(exposure.max()) if exposure.size and exposure.max() > 0 else 0.0
 
 
-def agent_raw(bars: pd.DataFrame, capital: float) -> pd.DataFrame:
-    """Agent features of each row's own bar end (unshifted); inventory still in shares.
-
-    Ratios with a zero denominator (flat book) are 0, never NaN or inf.
-    """
+def agent_raw(bars: pd.DataFrame) -> pd.DataFrame:
+    """Agent features of each row's own bar end (unshifted), in their own units: USDC, % of
+    cost, shares, log1p(bars since entry + 1). Ratios of a flat book are 0, never NaN or inf."""
     unreal = bars["unrealized_pnl"].to_numpy(float)
     cost = bars["cost_basis"].to_numpy(float)
     since = bars["bars_since_entry"].to_numpy(float)
     with np.errstate(divide="ignore", invalid="ignore"):
-        pct = np.where(np.abs(cost) > 1e-12, unreal / cost, 0.0)
+        pct = np.where(np.abs(cost) > 1e-12, 100.0 * unreal / cost, 0.0)
     tse = np.where(since >= 0, np.log1p(np.clip(since, 0, None) + 1.0), 0.0)
     return pd.DataFrame(
-        {
-            "unrealized_pnl": unreal / capital,
-            "pnl_pct_position": pct,
-            "inventory": bars["inventory"].to_numpy(float),
-            "position_size_ratio": cost / capital,
-            "time_since_entry": tse,
-        },
+        {"unrealized_pnl": unreal, "pnl_pct_position": pct,
+         "inventory": bars["inventory"].to_numpy(float), "position_size_ratio": cost,
+         "time_since_entry": tse},
         index=bars.index,
     )
 
 
-def fit_scales(shifted: pd.DataFrame, train_mask: np.ndarray) -> dict:
-    """Train-split {column: {"mean", "std"}} of the shifted raw market features (rsi fixed).
+def raw_state(bars: pd.DataFrame, features: pd.DataFrame, feature_set: str = "seed",
+              bar_interval: str = "15min", extra_features: bool = False) -> pd.DataFrame:
+    """Every state column of the set, unnormalised, each row from what is known at its
+    bar_start: market/technical/agent columns from row t-1 (the shift; a first bar sees a flat
+    book and unknown markets: NaN market columns), temporal and clock from bar_start, the
+    extended columns from _state_extended. `bars` sorted by (address, bar_start)."""
+    raw = pd.concat([features[MARKET_FEATURES], agent_raw(bars)], axis=1)
+    shifted = shift_within_address(raw, bars["address"])
+    shifted[AGENT_FEATURES] = shifted[AGENT_FEATURES].fillna(0.0)
+    parts = [shifted, temporal_features(bars["bar_start"]), market_clock(bars["bar_start"])]
+    if feature_set == "extended":
+        parts.append(extended_raw(bars, bar_interval))
+    cols = state_columns(extra_features, feature_set, bar_interval)
+    return pd.concat(parts, axis=1)[cols]
 
-    The inventory entry is {"mean": 0, "std": p99 of |inventory| on train} (1 when 0).
-    """
+
+def fit(raw: pd.DataFrame, train_mask: np.ndarray) -> dict:
+    """{column: {"mean", "std"}} of the finite train-split values of each raw state column
+    (mean 0 / std 1 where a column has no finite train value; std 1 where it is constant)."""
     train = np.asarray(train_mask, bool)
-    scales: dict[str, dict[str, float]] = {}
-    for col in MARKET_FEATURES:
-        if col == "rsi":
-            scales[col] = {"mean": 50.0, "std": 50.0}
-            continue
-        x = shifted[col].to_numpy(float)[train]
-        x = x[np.isfinite(x)]
-        mean = float(x.mean()) if x.size else 0.0
-        std = float(x.std()) if x.size > 1 else 0.0
+    x = raw.to_numpy(float)[train]
+    scales = {}
+    for j, col in enumerate(raw.columns):
+        v = x[:, j][np.isfinite(x[:, j])]
+        mean = float(v.mean()) if v.size else 0.0
+        std = float(v.std()) if v.size > 1 else 0.0
         scales[col] = {"mean": mean, "std": std if std > 1e-12 else 1.0}
-    inv = np.abs(shifted["inventory"].to_numpy(float)[train])
-    inv = inv[np.isfinite(inv)]
-    p99 = float(np.quantile(inv, 0.99)) if inv.size else 0.0
-    scales["inventory"] = {"mean": 0.0, "std": p99 if p99 > 1e-12 else 1.0}
     return scales
 
 
-def raw_units(column: str, x, scales: dict, capital: float) -> np.ndarray:
-    """Undo the normalisation of one state column: values in FEATURE_UNITS[column].
+def transform(raw: pd.DataFrame, fitted: dict) -> pd.DataFrame:
+    """Standardise raw (columns fitted["state_features"]) with fitted["scales"], undefined
+    values -> 0 (the train mean), clip to +-fitted["clip"]; float32."""
+    cols = list(fitted["state_features"])
+    mean = np.array([fitted["scales"][c]["mean"] for c in cols])
+    std = np.array([fitted["scales"][c]["std"] for c in cols])
+    z = (raw[cols].to_numpy(float) - mean) / std
+    z = np.clip(np.where(np.isfinite(z), z, 0.0), -fitted["clip"], fitted["clip"])
+    return pd.DataFrame(z.astype(np.float32), index=raw.index, columns=cols)
 
-    `scales` and `capital` are the fitted values (pipeline_meta "scales" and "capital"): scaled
-    columns return x * std + mean (rsi: 50 + 50 x), P&L ratios x capital in USDC,
-    pnl_pct_position in %, time_since_entry expm1(x) - 1 bars (a flat book reads -1: no
-    entry); sin/cos columns are returned as they are. Clipped values invert to the clip edge."""
+
+def raw_units(column: str, x, scales: dict, capital: float | None = None) -> np.ndarray:
+    """Undo the standardisation of one state column: values in FEATURE_UNITS[column] (log-bar
+    columns in bars; sin/cos as they are). `scales` is the fitted pipeline_meta "scales";
+    `capital` is unused (kept for callers of the ratio era). Clipped values invert to the edge."""
     x = np.asarray(x, dtype=np.float64)
-    if column in scales:
-        return x * float(scales[column]["std"]) + float(scales[column]["mean"])
-    if column in ("unrealized_pnl", "position_size_ratio"):
-        return x * float(capital)
-    if column == "pnl_pct_position":
-        return 100.0 * x
-    if column == "time_since_entry":
-        return np.expm1(x) - 1.0
-    return x
-
-
-def apply_scales(frame: pd.DataFrame, scales: dict, clip: float) -> pd.DataFrame:
-    """(x - mean) / std for the scaled columns, then clip to +-clip and NaN/inf -> 0."""
-    out = frame.copy()
-    for col, s in scales.items():
-        out[col] = (out[col].to_numpy(float) - s["mean"]) / s["std"]
-    values = out.to_numpy(float)
-    values = np.where(np.isfinite(values), values, 0.0)
-    return pd.DataFrame(np.clip(values, -clip, clip), index=frame.index, columns=frame.columns)
+    s = scales.get(column)
+    v = x * float(s["std"]) + float(s["mean"]) if s else x
+    return np.expm1(v) - _LOG_BARS[column] if column in _LOG_BARS else v
 
 
 def run(
     bars: pd.DataFrame, features: pd.DataFrame, train_mask: np.ndarray, cfg: StateConfig
 ) -> tuple[pd.DataFrame, dict]:
-    """Build the normalised state of every bar-table row.
+    """Build the standardised state of every bar-table row: fit on train, transform all.
 
     bars: the bar table (sorted by address, bar_start); features: feature_engineering's raw
     columns indexed like bars; train_mask: bool per row. Returns (states, fitted) where states
-    has the columns state_columns(cfg.extra_features) as float32 and fitted =
-    {"capital", "scales", "state_features", "state_dim", "clip", "warnings"}.
+    has the columns state_columns(...) as float32 and fitted = {"capital", "scales",
+    "state_features", "state_dim", "clip", "extra_features", "feature_set", "bar_interval",
+    "warnings"}.
     """
     train = np.asarray(train_mask, bool)
     if len(train) != len(bars):
@@ -218,27 +239,11 @@ def run(
     if not capital > 0:
         warnings.append("capital: no positive exposure_usdc on the train split; using 1.0 USDC")
         capital = 1.0
-
-    # Market/technical/agent from row t-1 (events < bar_start); shapes (N, 6) and (N, 5).
-    raw = pd.concat([features[MARKET_FEATURES], agent_raw(bars, capital)], axis=1)
-    shifted = shift_within_address(raw, bars["address"])
-    scales = fit_scales(shifted, train)
-    normed = apply_scales(shifted, scales, cfg.clip)
-    # A trader's first bar has no previous bar: a flat book and unknown market -> zeros.
-    temporal = temporal_features(bars["bar_start"])
-    parts = [normed[MARKET_FEATURES], temporal, normed[AGENT_FEATURES]]
-    if cfg.extra_features:
-        parts.append(market_clock(bars["bar_start"]))
-    cols = state_columns(cfg.extra_features)
-    states = pd.concat(parts, axis=1)[cols].astype(np.float32)
-    states = states.clip(-cfg.clip, cfg.clip)
+    raw = raw_state(bars, features, cfg.feature_set, cfg.bar_interval, cfg.extra_features)
+    cols = list(raw.columns)
     fitted = {
-        "capital": capital,
-        "scales": scales,
-        "state_features": cols,
-        "state_dim": len(cols),
-        "clip": cfg.clip,
-        "extra_features": cfg.extra_features,
-        "warnings": warnings,
+        "capital": capital, "scales": fit(raw, train), "state_features": cols,
+        "state_dim": len(cols), "clip": cfg.clip, "extra_features": cfg.extra_features,
+        "feature_set": cfg.feature_set, "bar_interval": cfg.bar_interval, "warnings": warnings,
     }
-    return states, fitted
+    return transform(raw, fitted), fitted

@@ -129,6 +129,10 @@ class TrainConfig:
     """Train steps through torch.compile (opt-in; see TrainerConfig.compile and BENCHMARKS.md)."""
     stop_after_epoch: int | None = None
     """End this process after that epoch (simulated pre-emption; continue with --resume)."""
+    steps: int | None = None
+    """Optimizer-step budget: epochs = ceil(steps / batches per epoch), replacing --epochs (None = --epochs)."""
+    rtg_input: str = "realised"
+    """Training's RTG input: realised (the seed; contains r_t) or honest (target - past returns, as at test)."""
 
 
 class TrainError(ValueError):
@@ -236,9 +240,11 @@ def run(cfg: TrainConfig) -> dict:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(cfg.device, local_rank)
-    for name in ("epochs", "batch_size", "d_model", "n_layers", "n_heads"):
-        if getattr(cfg, name) < 1:
+    for name in ("epochs", "batch_size", "d_model", "n_layers", "n_heads", "steps"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise TrainError(f"--{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.rtg_input not in ("realised", "honest"):
+        raise TrainError(f"--rtg_input must be realised or honest, got {cfg.rtg_input!r}")
     if world > 1:
         import torch.distributed as dist
 
@@ -302,7 +308,8 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     model.set_rtg_norm(rtg_target_std(train_ds))
     # model selection conditions on a target from the train split, never the realised val RTG
     target = honest_target(df, window)
-    total = cfg.epochs * len(train_loader)
+    epochs = cfg.epochs if cfg.steps is None else max(1, math.ceil(cfg.steps / len(train_loader)))
+    total = epochs * len(train_loader)
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else min(100, math.ceil(0.05 * total))
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -311,7 +318,8 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     trainer = TraderTrainer(model, device=device, lr=cfg.lr, weight_decay=cfg.weight_decay,
                             warmup_steps=warmup, total_steps=total, grad_clip=cfg.grad_clip,
                             class_weights=class_weights_from_counts(counts), rtg_weight=cfg.rtg_weight,
-                            patience=cfg.patience, compile=cfg.compile)
+                            patience=cfg.patience, compile=cfg.compile,
+                            train_target=target if cfg.rtg_input == "honest" else None)
     history: list[dict] = []
     start = 1
     if ckpt:
@@ -324,9 +332,10 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
             history = [h for h in map(orjson.loads, filter(None, lines)) if h["epoch"] < start]
         log.info("resumed from %s at epoch %d", last_path, start)
     train_config = asdict(cfg) | {"world_size": world, "warmup_steps": warmup, "total_steps": total,
+                                  "epochs": epochs,
                                   "processed": str(cfg.processed), "data_size_warnings": size_warnings}
     best_epoch = max((h["epoch"] for h in history if h.get("best")), default=None)
-    bar = tqdm(range(start, cfg.epochs + 1), desc="train", unit="epoch", disable=not is_main or None)
+    bar = tqdm(range(start, epochs + 1), desc="train", unit="epoch", disable=not is_main or None)
     epoch = start - 1
     for epoch in bar:
         t0 = time.perf_counter()
@@ -354,7 +363,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
                 save_checkpoint(out_dir / "best_model.pt", payload)
             atomic_write(out_dir / "metrics.jsonl", b"".join(orjson.dumps(h) + b"\n" for h in history))
             log.info("epoch %d/%d train_loss %.4f val_loss %.4f val_acc %.3f val_macro_f1 %.3f "
-                     "(majority %.3f) rtg_mae %.4f lr %.2e %.1fs%s", epoch, cfg.epochs, tr["loss"],
+                     "(majority %.3f) rtg_mae %.4f lr %.2e %.1fs%s", epoch, epochs, tr["loss"],
                      val["loss"], val["accuracy"], val["macro_f1"], val["baseline_macro_f1"],
                      val["rtg_mae"], tr["lr"], rec["time_s"], " *best" if improved else "")
         if trainer.should_stop:
@@ -381,7 +390,8 @@ def main(argv: list[str] | None = None) -> None:
     optional_ints = {f.name: {"type": _parse_optional(int)} for f in fields(TrainConfig)
                      if f.type.startswith("int | None")}
     add_config_args(parser, TrainConfig, " (default %(default)s)",
-                    device={"choices": ("cuda", "cpu", "auto")}, **optional_ints)
+                    device={"choices": ("cuda", "cpu", "auto")},
+                    rtg_input={"choices": ("realised", "honest")}, **optional_ints)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if int(os.environ.get("RANK", "0")) != 0:

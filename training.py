@@ -52,7 +52,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from action_discretization import ACTIONS, N_ACTIONS, START_ACTION
 from data_ingestion import atomic_write
 from model_architecture import TraderDecisionTransformer
-from sequence_preparation import RTG_SCALE
+from sequence_preparation import RTG_SCALE, honest_rtg
 
 IGNORE_INDEX = -100
 """Action label of padding positions (ignored by the loss)."""
@@ -166,12 +166,14 @@ class TraderTrainer:
                  min_lr_ratio: float = TrainerConfig.min_lr_ratio,
                  grad_clip: float = TrainerConfig.grad_clip, class_weights=None,
                  rtg_weight: float = TrainerConfig.rtg_weight, patience: int = TrainerConfig.patience,
-                 compile: bool = TrainerConfig.compile):
+                 compile: bool = TrainerConfig.compile, train_target: float | None = None):
         self.device = torch.device(device)
         self.model = model.to(self.device)
         # the module train steps run through; self.model (its state_dict) is never the compiled one
         self.train_module = torch.compile(self.model) if compile else self.model
         self.grad_clip, self.rtg_weight, self.patience = grad_clip, rtg_weight, patience
+        # None: condition training on the realised RTG (the seed); a float: on target - past returns
+        self.train_target = None if train_target is None else float(train_target)
         self.amp = self.device.type == "cuda"  # bf16 autocast on CUDA only
         w = torch.ones(N_ACTIONS) if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.class_weights = w.to(self.device)
@@ -217,7 +219,10 @@ class TraderTrainer:
         bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=None if progress else True)
         for step, batch in enumerate(bar):
             b = self._to_device(batch)
-            logits, _, ce, mse = self._forward(self.train_module, b)
+            rtg_in = None  # the seed conditions on the realised RTG_t (which contains r_t)
+            if self.train_target is not None:  # the honest rule, as at validation and test
+                rtg_in = honest_rtg(b["returns"], self.train_target) * RTG_SCALE
+            logits, _, ce, mse = self._forward(self.train_module, b, rtg_in)
             loss = ce + self.rtg_weight * mse
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
@@ -262,9 +267,8 @@ class TraderTrainer:
         for batch in loader:
             b = self._to_device(batch)
             rtg_in = None
-            if target_rtg is not None:  # (B, T) exclusive cumsum of past returns, model units
-                past = F.pad(torch.cumsum(b["returns"][:, :-1], dim=1), (1, 0))
-                rtg_in = (float(target_rtg) - past) * RTG_SCALE
+            if target_rtg is not None:  # (B, T) target minus past returns, model units
+                rtg_in = honest_rtg(b["returns"], float(target_rtg)) * RTG_SCALE
             logits, rtg_pred, _, _ = self._forward(model, b, rtg_in)
             m = b["mask"]
             y = b["actions"][m]
@@ -385,8 +389,7 @@ class TraderInference:
         tgt = self._tensor(tgt.reshape(-1) if tgt.dim() else tgt.expand(B), "target_rtg", (B,), True)
         rtg = tgt[:, None].expand(B, T)
         if returns is not None:  # rtg_t = target - sum_{k<t} r_k: only returns observed before t
-            r = self._tensor(returns, "returns", (B, T), True)
-            rtg = rtg - F.pad(torch.cumsum(r[:, :-1], dim=1), (1, 0))  # exclusive cumsum
+            rtg = honest_rtg(self._tensor(returns, "returns", (B, T), True), tgt[:, None])
         a = None
         if actions is not None:
             a = self._tensor(actions, "actions", (B, T), False)

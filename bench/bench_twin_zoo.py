@@ -72,30 +72,36 @@ def trader_dir(t: dict, work: Path) -> Path:
     return work / f"{t['index']:02d}_{t['family']}_{t['interval']}"
 
 
-def run_trader(t: dict, work: Path, days: int, epochs: int) -> Path:
-    """The four CLIs for one trader; returns its folder (trades, truth, data, models, reports)."""
+def run_trader(t: dict, work: Path, days: int, epochs: int, pipeline_args: list[str] = (),
+               train_args: list[str] = (), data_from: Path | None = None) -> Path:
+    """The four CLIs for one trader; returns its folder (trades, truth, data, models, reports).
+    With data_from, the trader's trades and truth are read from that earlier work folder (the
+    same simulated trader: ablations of the state or the model skip demo_data)."""
     d = trader_dir(t, work)
     d.mkdir(parents=True, exist_ok=True)
+    src = trader_dir(t, data_from) if data_from else d
     p = d / "data" / "processed.parquet"
     with open(d / "log.txt", "w") as log:
-        _cli(["demo_data.py", "--out", str(d / "trades"), "--truth-dir", str(d / "truth"),
-              "--days", str(days), "--strategy", f"zoo:{t['family']}", "--seed", str(t["seed"]),
-              "--decision-interval", t["interval"]], log)
-        _cli(["pipeline.py", "--data_dir", str(d / "trades"), "--output", str(p), "--bar_interval",
-              t["interval"], "--force"], log)
+        if not data_from:
+            _cli(["demo_data.py", "--out", str(d / "trades"), "--truth-dir", str(d / "truth"),
+                  "--days", str(days), "--strategy", f"zoo:{t['family']}", "--seed", str(t["seed"]),
+                  "--decision-interval", t["interval"]], log)
+        _cli(["pipeline.py", "--data_dir", str(src / "trades"), "--output", str(p), "--bar_interval",
+              t["interval"], "--force", *pipeline_args], log)
         _cli(["train_model.py", "--processed", str(p), "--output_dir", str(d / "models"),
-              "--epochs", str(epochs), "--batch_size", "32", "--device", "cpu"], log)
+              "--epochs", str(epochs), "--batch_size", "32", "--device", "cpu", *train_args], log)
         _cli(["evaluate.py", "--model", str(d / "models" / "best_model.pt"), "--out",
-              str(d / "reports"), "--truth_dir", str(d / "truth"), "--no-leaky_reference",
+              str(d / "reports"), "--truth_dir", str(src / "truth"), "--no-leaky_reference",
               "--sweep_steps", "2"], log)
     return d
 
 
 # ---------------------------------------------------------------- scoring
-def scored_rows(d: Path) -> pd.DataFrame:
+def scored_rows(d: Path, truth_dir: Path | None = None) -> pd.DataFrame:
     """Test rows of one trader: y (pipeline action), drawn, one column per SCORES entry, block."""
     pr = pd.read_parquet(d / "reports" / "predictions.parquet")
-    truth = pd.concat([pd.read_parquet(f) for f in sorted((d / "truth").glob("*.parquet"))])
+    truth_dir = truth_dir or d / "truth"
+    truth = pd.concat([pd.read_parquet(f) for f in sorted(truth_dir.glob("*.parquet"))])
     truth["bar_start"] = pd.to_datetime(truth["decision_time"], utc=True).astype(pr["bar_start"].dtype)
     pi = truth[[f"prob_{k}" for k in range(N_ACTIONS)]].to_numpy()
     truth = truth.assign(oracle=pi.argmax(1), drawn=truth["action"])[["address", "bar_start", "oracle", "drawn"]]
@@ -204,6 +210,11 @@ def main() -> None:
     p.add_argument("--write_benchmarks", action="store_true", help="update BENCHMARKS.md 'Twin zoo'")
     p.add_argument("--reuse", action="store_true",
                    help="score a trader's finished run in --workdir instead of rerunning it")
+    p.add_argument("--features", default="seed", choices=("seed", "extended"),
+                   help="pipeline.py --features: the state set (default: %(default)s)")
+    p.add_argument("--train_args", default="", help="extra train_model.py flags, e.g. '--steps 300'")
+    p.add_argument("--data_from", default=None,
+                   help="an earlier --workdir whose simulated trades and truth to reuse (ablations)")
     a = p.parse_args()
     fams = [f.strip() for f in a.families.split(",") if f.strip()]
     bad = [f for f in fams if f not in FAMILIES]
@@ -215,8 +226,11 @@ def main() -> None:
     for t in draw_traders(a.traders, a.seed, fams):
         t0 = time.perf_counter()
         done = (trader_dir(t, work) / "reports" / "predictions.parquet").exists()
-        d = trader_dir(t, work) if a.reuse and done else run_trader(t, work, a.days or DAYS[t["interval"]], a.epochs)
-        rows = scored_rows(d)
+        src = Path(a.data_from) if a.data_from else None
+        d = trader_dir(t, work) if a.reuse and done else run_trader(
+            t, work, a.days or DAYS[t["interval"]], a.epochs, ["--features", a.features],
+            a.train_args.split(), src)
+        rows = scored_rows(d, trader_dir(t, src) / "truth" if src else None)
         res = {**t, "test_rows": len(rows), "stats": bootstrap(rows, seed=t["seed"]),
                "seconds": round(time.perf_counter() - t0, 1)}
         results.append(res)

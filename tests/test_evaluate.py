@@ -279,7 +279,7 @@ def test_end_to_end_on_demo_data(demo_tree, tmp_path):
     assert per["first_bar"] == str(test["bar_start"].min()) and per["markets"] == b["markets"]
     assert f"{m['rows']} bars in {per['markets']} 15-minute markets" in text
     assert tr["epochs_configured"] == 2 and tr["epochs_run"] == 2 and len(tr["history"]) == 2
-    assert f"of {tr['epochs_run']} epochs run (--epochs 2" in text
+    assert f"of {tr['epochs_run']} epochs run (2 planned" in text
     assert set(tr["val_baselines_macro_f1"]) == set(m["baselines"])
     assert "learning_curve.png" in m["plots"] and "## Learning curve (val split)" in text
     curve = text.split("## Learning curve")[1].split("##")[0]

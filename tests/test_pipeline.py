@@ -276,3 +276,28 @@ def test_settle_up_is_the_ingestion_payout_of_each_market(full):
     assert len(got) > 0
     assert (got["settle_up"].to_numpy() == got["slug"].map(paid).to_numpy()).all()
     assert df.loc[~inside, "settle_up"].isna().all()
+
+
+@pytest.mark.parametrize("interval", ["15min", "1min"])
+def test_extended_states_before_a_cut_never_move(full, interval):
+    """Issue 21: every `extended` column of a bar before T is the same when all events after T
+    are removed (the trader's later fills, quotes, candles and resolutions)."""
+    from state_features import state_columns
+
+    cut_data = full["root"] / "cut_trades_ext"
+    if not cut_data.exists():
+        rewrite_events(full["data"], cut_data, lambda e: e["t"] < T_CUT.value // 1_000_000)
+    kw = {"features": "extended", "bar_interval": interval}
+    whole, meta, _ = build(full["data"], full["root"] / f"ext_{interval}", **kw)
+    cut, cut_meta, _ = build(cut_data, full["root"] / f"ext_cut_{interval}", **kw)
+    cols = state_columns(False, "extended", interval)
+    assert meta["state_features"] == cols and meta["feature_set"] == "extended"
+    assert len(cols) > len(STATE_FEATURES) and meta["state_dim"] == len(cols)
+    assert_same_scales(cut_meta["scales"], meta["scales"])  # fitted on train only
+    before = whole[whole["bar_start"] < T_CUT].reset_index(drop=True)
+    after = cut[cut["bar_start"] < T_CUT].reset_index(drop=True)
+    assert len(before) > 0 and len(whole) > len(cut)
+    pd.testing.assert_frame_equal(before[["address", "bar_start", *cols]],
+                                  after[["address", "bar_start", *cols]], check_exact=True)
+    extended = [c for c in cols if c not in STATE_FEATURES]
+    assert (whole[extended].std() > 0).all()  # each extended column carries something

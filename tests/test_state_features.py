@@ -85,11 +85,13 @@ def test_one_bar_shift_state_uses_previous_row_only(data):
 def test_first_bar_of_each_address_is_flat_and_blank(data):
     bars, feats, train = data
     feats = feats.fillna(1.0)
-    states, _ = sf.run(bars, feats, train, sf.StateConfig())
+    raw = sf.raw_state(bars, feats)
     first = bars.groupby("address").head(1).index
-    cols = sf.MARKET_FEATURES + sf.AGENT_FEATURES
-    assert (states.loc[first, cols].to_numpy() == 0).all()
-    assert (states.loc[first + 1, cols].to_numpy() != 0).any()
+    assert (raw.loc[first, sf.AGENT_FEATURES].to_numpy() == 0).all()  # a flat book
+    assert raw.loc[first, sf.MARKET_FEATURES].isna().all().all()  # no market seen yet
+    states, _ = sf.run(bars, feats, train, sf.StateConfig())
+    assert (states.loc[first, sf.MARKET_FEATURES].to_numpy() == 0).all()  # -> the train mean
+    assert (states.loc[first + 1, sf.MARKET_FEATURES].to_numpy() != 0).any()
 
 
 def test_temporal_encoding_values():
@@ -113,18 +115,17 @@ def test_agent_features_formulas():
     bars["cost_basis"] = [20.0, 0.0, 0.0, 0.0]
     bars["inventory"] = [40.0, 0.0, 0.0, 0.0]
     bars["bars_since_entry"] = [0, -1, 3, -1]
-    feats = make_features(bars).fillna(0.0)
-    train = np.ones(4, bool)
-    states, fitted = sf.run(bars, feats, train, sf.StateConfig(capital=100.0))
-    assert fitted["capital"] == 100.0
-    row = states.loc[1]  # sees bar 0
-    assert row["unrealized_pnl"] == pytest.approx(0.05)
-    assert row["pnl_pct_position"] == pytest.approx(0.25)
-    assert row["position_size_ratio"] == pytest.approx(0.2)
+    raw = sf.raw_state(bars, make_features(bars).fillna(0.0))
+    row = raw.loc[1]  # sees bar 0, in the features' own units
+    assert row["unrealized_pnl"] == pytest.approx(5.0)  # USDC
+    assert row["pnl_pct_position"] == pytest.approx(25.0)  # % of cost
+    assert row["position_size_ratio"] == pytest.approx(20.0)  # USDC of cost basis
     assert row["time_since_entry"] == pytest.approx(np.log(2.0))
-    assert row["inventory"] == pytest.approx(40.0 / fitted["scales"]["inventory"]["std"])
-    assert states.loc[2, ["pnl_pct_position", "time_since_entry"]].tolist() == [0.0, 0.0]  # flat
-    assert states.loc[3, "time_since_entry"] == pytest.approx(np.log1p(4.0))
+    assert row["inventory"] == pytest.approx(40.0)  # shares
+    assert raw.loc[2, ["pnl_pct_position", "time_since_entry"]].tolist() == [0.0, 0.0]  # flat
+    assert raw.loc[3, "time_since_entry"] == pytest.approx(np.log1p(4.0))
+    _, fitted = sf.run(bars, make_features(bars).fillna(0.0), np.ones(4, bool), sf.StateConfig(capital=100.0))
+    assert fitted["capital"] == 100.0
 
 
 def test_scales_and_capital_fitted_on_train_only(data):
@@ -142,15 +143,21 @@ def test_scales_and_capital_fitted_on_train_only(data):
     assert moved["scales"]["volume_z"] != base["scales"]["volume_z"]
 
 
-def test_rsi_fixed_map_and_nan_to_zero(data):
+def test_every_feature_is_standardised_on_train_and_nan_is_the_mean(data):
     bars, feats, train = data
     feats = feats.copy()
-    feats["rsi"] = 75.0
     feats.loc[50, "ffd_price"] = np.nan
-    states, fitted = sf.run(bars, feats, train, sf.StateConfig())
-    assert fitted["scales"]["rsi"] == {"mean": 50.0, "std": 50.0}
-    assert states.loc[30, "rsi"] == pytest.approx(0.5)
-    assert states.loc[51, "ffd_price"] == 0.0
+    states, fitted = sf.run(bars, feats, train, sf.StateConfig(clip=50.0))
+    tr = states[train].astype(np.float64)
+    varying = [c for c in tr.columns if fitted["scales"][c]["std"] != 1.0 or tr[c].std() > 0]
+    assert {"rsi", "hour_sin", "unrealized_pnl", "inventory"} <= set(varying)
+    raw = sf.raw_state(bars, feats)[train]
+    for c in varying:  # mean 0 and std 1 over the train values that exist
+        ok = raw[c].notna().to_numpy()
+        assert tr.loc[ok, c].mean() == pytest.approx(0.0, abs=1e-5), c
+        assert tr.loc[ok, c].std(ddof=0) == pytest.approx(1.0, rel=1e-4), c
+    assert states.loc[51, "ffd_price"] == 0.0  # undefined -> the train mean
+    assert fitted["scales"]["rsi"]["std"] == pytest.approx(float(np.nanstd(raw["rsi"])))
 
 
 def test_extra_features_market_clock_with_1min_bars():
@@ -159,10 +166,11 @@ def test_extra_features_market_clock_with_1min_bars():
     states, fitted = sf.run(bars, feats, np.ones(40, bool), sf.StateConfig(extra_features=True))
     assert fitted["state_dim"] == 19
     assert list(states.columns) == sf.STATE_FEATURES + sf.EXTRA_FEATURES
+    raw = sf.raw_state(bars, feats, extra_features=True)
     minute_in_window = bars["bar_start"].dt.minute.to_numpy() % 15
-    np.testing.assert_allclose(states["market_clock_sin"],
+    np.testing.assert_allclose(raw["market_clock_sin"],
                                np.sin(2 * np.pi * minute_in_window / 15), atol=1e-6)
-    np.testing.assert_allclose(states["market_clock_cos"],
+    np.testing.assert_allclose(raw["market_clock_cos"],
                                np.cos(2 * np.pi * minute_in_window / 15), atol=1e-6)
 
 
@@ -176,11 +184,13 @@ def test_zero_exposure_falls_back_with_warning(data):
 
 
 def test_raw_units_undo_the_normalisation():
-    scales = {"rsi": {"mean": 50.0, "std": 50.0}, "yz_vol": {"mean": 0.002, "std": 0.001}}
-    assert sf.raw_units("rsi", 0.09, scales, 200.0) == pytest.approx(54.5)
-    assert sf.raw_units("yz_vol", -1.0, scales, 200.0) == pytest.approx(0.001)
-    assert sf.raw_units("unrealized_pnl", 0.25, scales, 200.0) == pytest.approx(50.0)  # USDC
-    assert sf.raw_units("pnl_pct_position", 0.1, scales, 200.0) == pytest.approx(10.0)  # %
-    assert sf.raw_units("time_since_entry", np.log1p(3 + 1.0), scales, 1.0) == pytest.approx(3.0)
-    assert sf.raw_units("hour_sin", 0.5, scales, 1.0) == 0.5
+    scales = {"rsi": {"mean": 50.0, "std": 50.0}, "yz_vol": {"mean": 0.002, "std": 0.001},
+              "unrealized_pnl": {"mean": 0.0, "std": 200.0}}
+    assert sf.raw_units("rsi", 0.09, scales) == pytest.approx(54.5)
+    assert sf.raw_units("yz_vol", -1.0, scales) == pytest.approx(0.001)
+    assert sf.raw_units("unrealized_pnl", 0.25, scales) == pytest.approx(50.0)  # USDC
+    assert sf.raw_units("time_since_entry", np.log1p(3 + 1.0), scales) == pytest.approx(3.0)
+    assert sf.raw_units("bars_since_trade", np.log1p(7.0), scales) == pytest.approx(7.0)
+    assert sf.raw_units("hour_sin", 0.5, scales) == 0.5
     assert set(sf.FEATURE_UNITS) >= set(sf.STATE_FEATURES + sf.EXTRA_FEATURES)
+    assert set(sf.FEATURE_UNITS) >= set(sf.state_columns(True, "extended", "1min"))
