@@ -213,6 +213,11 @@ def write_report(m: dict) -> str:
     add("|---|---|---|---|---|---|---|")
     add(f"| **twin** | {_acc(t, ci, 'twin', 'accuracy')} | {t['balanced_accuracy']:.3f} "
         f"| {_acc(t, ci, 'twin', 'macro_f1')} | {_f(t.get('log_loss'))} | | |")
+    if (to := m.get("twin_val_offsets")) and ci and "twin_val_offsets" in ci["scores"]:
+        d = ci["differences"]["twin_val_offsets"]
+        add(f"| twin, val-fitted class offsets | {_acc(to, ci, 'twin_val_offsets', 'accuracy')} | "
+            f"{to['balanced_accuracy']:.3f} | {_acc(to, ci, 'twin_val_offsets', 'macro_f1')} | | "
+            f"{_iv(d['macro_f1'], '+.3f')} | (the twin's own decision rule) |")
     for k, v in m["baselines"].items():
         d = (ci or {}).get("differences", {}).get(k)
         diff = _iv(d["macro_f1"], "+.3f") if d else "n/a"

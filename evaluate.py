@@ -237,11 +237,19 @@ def run(cfg: EvalConfig) -> dict:
     to_raw, units = raw_unit_map(meta)
     rules = ea.distill_rules(X_tr, tr["proba"][0].argmax(1), rows[cols].to_numpy(dtype=np.float64),
                              pred, y, cols, cfg.tree_depth, cfg.seed, to_raw, units)
+    # the decision rule a user would tune: class offsets fitted on val, scored on this split
+    val_rows = df[df["split"] == "val"]
+    offsets, pred_off = np.zeros(N_ACTIONS), pred
+    if len(val_rows) and cfg.split != "val":
+        va = predict_split(model, df, "val", window, cols, [target], device, cfg.batch_size)
+        offsets = ea.fit_class_offsets(va["proba"][0], df["action"].to_numpy()[va["rows"]])
+        pred_off = (np.log(np.clip(proba, ea.PROBA_EPS, 1.0)) + offsets).argmax(1)
+    twin_off = ea.classification_metrics(y, pred_off) | {"offsets": offsets.tolist()}
     # 95 % intervals over resampled test markets, every model on the same resamples (paired)
     blocks = rows["address"].astype(str) + "|" + rows["bar_start"].dt.floor("15min").astype(str)
-    boot = ea.block_bootstrap(y, {"twin": pred} | {k: v["pred"] for k, v in base.items()},
+    boot = ea.block_bootstrap(y, {"twin": pred, "twin_val_offsets": pred_off}
+                              | {k: v["pred"] for k, v in base.items()},
                               blocks.to_numpy(), n_boot=cfg.bootstrap, seed=cfg.seed)
-    val_rows = df[df["split"] == "val"]
     val_base = ea.fit_baselines(train_rows, val_rows, cols, cfg.seed) if len(val_rows) else {}
     yv = val_rows["action"].to_numpy(dtype=np.int64)
     training = {
@@ -259,13 +267,15 @@ def run(cfg: EvalConfig) -> dict:
     for k, name in enumerate(ACTIONS):
         preds[f"prob_{name}"] = proba[:, k].astype(np.float32)
     preds["rtg_input"], preds["rtg_pred"] = ev["rtg_input"][0], ev["rtg_pred"][0]
+    preds["pred_val_offsets"] = pred_off.astype(np.int8)
     for name, b in base.items():  # per-row baseline classes: paired comparisons downstream
         preds[f"pred_{name}"] = np.asarray(b["pred"]).astype(np.int8)
     atomic_write(out / "predictions.parquet", preds)
     metrics = {
         "config": asdict(cfg) | {"processed": str(processed), "data_dir": data_dir}, "split": cfg.split, "rows": int(len(rows)), "target_rtg": target,
         "conditioning": "honest: target - observed past returns; previous actions = the trader's",
-        "twin": twin, "leaky_reference_realised_rtg": leaky, "baselines": baselines,
+        "twin": twin, "twin_val_offsets": twin_off, "leaky_reference_realised_rtg": leaky,
+        "baselines": baselines,
         "twin_beats": {k: twin["macro_f1"] > v["macro_f1"] for k, v in baselines.items()},
         "oracle": oracle, "rtg_sweep": sweep, "backtest": bt,
         "distilled_rules": rules, "checkpoint": {"epoch": ckpt.get("epoch"),

@@ -94,6 +94,8 @@ class PipelineConfig:
     """State set: seed (the 17 features) or extended (+ returns, vol, market, resolutions, own activity)."""
     strong_quantile: float = 0.75
     """Quantile of train nets above which a trade is STRONG_BUY / STRONG_SELL."""
+    strong_rule: str = "quantile"
+    """STRONG threshold rule: quantile (the seed's) or gap (between two size modes, per side)."""
     force: bool = False
     """Rebuild even when the output is up to date."""
 
@@ -295,7 +297,8 @@ def build(cfg: PipelineConfig) -> tuple[pd.DataFrame, dict]:
         warns += sfit["warnings"]
         st.msg = f"{cfg.features} set, state_dim {sfit['state_dim']}, capital {sfit['capital']:.2f} USDC"
     with _Stage("actions", timings, bar) as st:
-        acts, afit = actions_mod.run(bars, train, actions_mod.ActionConfig(cfg.strong_quantile))
+        acts, afit = actions_mod.run(bars, train, actions_mod.ActionConfig(cfg.strong_quantile,
+                                                                           cfg.strong_rule))
         th = afit["thresholds"]
         st.msg = f"strong_buy > {th['strong_buy']}, strong_sell > {th['strong_sell']} shares"
     with _Stage("sequences", timings, bar) as st:
@@ -330,6 +333,8 @@ def build(cfg: PipelineConfig) -> tuple[pd.DataFrame, dict]:
         "rtg_scale": seq.RTG_SCALE, "capital": sfit["capital"], "features": ffit,
         "actions": {"thresholds": afit["thresholds"], "class_sizes": afit["class_sizes"],
                     "strong_quantile": afit["strong_quantile"], "eps": afit["eps"],
+                    "strong_rule": afit["strong_rule"], "rule_agreement_train": afit["rule_agreement_train"],
+                    "thresholds_by_rule": afit["thresholds_by_rule"],
                     "action_names": list(ACTIONS), "start_action": START_ACTION},
         "labels": calib, "scales": sfit["scales"], "clip": sfit["clip"],
         "feature_set": sfit["feature_set"],
@@ -399,6 +404,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="state set: seed (17 features) or extended (see docs/DESIGN.md)")
     p.add_argument("--strong_quantile", type=float, default=d.strong_quantile,
                    help="train quantile of nets above which a trade is STRONG")
+    p.add_argument("--strong_rule", default=d.strong_rule, choices=actions_mod.STRONG_RULES,
+                   help="STRONG threshold: train quantile, or the gap between two size modes")
     p.add_argument("--force", action="store_true", default=d.force, help="rebuild even if up to date")
     assert {f.name for f in fields(d)} == {a.dest for a in p._actions} - {"help"}, "flags must be 1:1 with fields"
     args = p.parse_args(argv)

@@ -360,9 +360,7 @@ class TraderInference:
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> TraderInference:
         """Rebuild the model from a checkpoint's model_config and weights; keep pipeline_meta."""
         ckpt = torch.load(path, map_location=device)
-        model = TraderDecisionTransformer.from_config(ckpt["model_config"])
-        model.load_state_dict(ckpt["model_state_dict"])
-        inf = cls(model, device)
+        inf = cls(TraderDecisionTransformer.from_checkpoint(path, device), device)
         inf.pipeline_meta, inf.metrics = ckpt.get("pipeline_meta"), ckpt.get("metrics")
         return inf
 

@@ -80,3 +80,30 @@ def test_missing_train_class_gets_a_fallback_size():
 def test_bad_quantile_raises():
     with pytest.raises(ValueError, match="strong_quantile"):
         ad.run(pd.DataFrame({"net_shares": [1.0]}), np.ones(1, bool), ad.ActionConfig(1.5))
+
+
+def test_gap_rule_finds_the_split_between_two_size_modes():
+    """Issue 21: a trader with a regular and a strong size (15 % strong) - the seed's 75th
+    percentile falls inside the regular mode and mislabels ~10 % of trades; the gap rule does not."""
+    from action_discretization import ActionConfig, gap_threshold, run
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    strong = rng.random(n) < 0.15
+    size = np.where(strong, rng.lognormal(np.log(200), 0.15, n), rng.lognormal(np.log(20), 0.3, n))
+    net = np.where(rng.random(n) < 0.5, size, -size) * (rng.random(n) < 0.6)
+    truth = np.where(net == 0, 2, np.where(net > 0, np.where(strong, 0, 1), np.where(strong, 4, 3)))
+    bars = pd.DataFrame({"net_shares": net})
+    train = np.arange(n) < 3000
+    acts_q, fit_q = run(bars, train, ActionConfig())
+    acts_g, fit_g = run(bars, train, ActionConfig(strong_rule="gap"))
+    assert 40 < fit_g["thresholds"]["strong_buy"] < 150 and 40 < fit_g["thresholds"]["strong_sell"] < 150
+    assert (acts_g == truth).mean() > 0.995
+    assert (acts_q == truth).mean() < 0.95  # the quantile rule cuts through the regular mode
+    assert fit_q["rule_agreement_train"] == fit_g["rule_agreement_train"] < 0.95
+    assert fit_g["thresholds_by_rule"]["quantile"] == fit_q["thresholds"]
+    # one size mode: no gap, the side keeps the quantile
+    assert gap_threshold(rng.lognormal(np.log(20), 0.3, 500)) is None
+    one = pd.DataFrame({"net_shares": rng.lognormal(np.log(20), 0.3, 500)})
+    assert run(one, np.ones(500, bool), ActionConfig(strong_rule="gap"))[1]["thresholds"] == \
+        run(one, np.ones(500, bool), ActionConfig())[1]["thresholds"]

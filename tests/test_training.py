@@ -349,3 +349,23 @@ def test_bf16_autocast_path_trains_with_fp32_weights():
                                           it["prev_actions"][None, t], cache)
             assert torch.allclose(logits.float(), full[0, t].float(), atol=0.05), t
     assert cache.kv.dtype == torch.bfloat16
+
+
+def test_model_from_checkpoint_loads_any_state_set_in_one_line(tmp_path):
+    """Issue 21: an `extended` checkpoint (state_dim 32) loads with one call, no state_dim given."""
+    from dataclasses import asdict
+
+    from model_architecture import TraderDecisionTransformer
+
+    model = TraderDecisionTransformer(state_dim=32, action_dim=5, d_model=32, n_layers=1,
+                                      n_heads=2, context=T).eval()
+    save_checkpoint(tmp_path / "ext.pt", {"model_state_dict": model.state_dict(),
+                                          "model_config": asdict(model.config)})
+    loaded = TraderDecisionTransformer.from_checkpoint(tmp_path / "ext.pt")
+    assert loaded.config.state_dim == 32 and not loaded.training
+    rtg, s, a = torch.zeros(1, T), torch.randn(1, T, 32), torch.full((1, T), 5)
+    torch.testing.assert_close(loaded(rtg, s, a)[0], model(rtg, s, a)[0], rtol=0, atol=0)
+    (tmp_path / "bad.pt").write_bytes(b"")
+    torch.save({"weights": 1}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="not a train_model.py checkpoint"):
+        TraderDecisionTransformer.from_checkpoint(tmp_path / "bad.pt")
