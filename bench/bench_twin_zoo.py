@@ -20,7 +20,10 @@ steps; the twin is undertrained at this budget, see issue 21).
 
 Run: `python bench/bench_twin_zoo.py --traders 20 --seed 0` (full), `--traders 4` (iteration);
 `[--families trend,streak] [--days D] [--epochs E] [--workdir /tmp/twin_zoo] [--out reports/zoo]`;
-`--reuse` scores the runs already finished in --workdir instead of rerunning them.
+`--reuse` scores the runs already finished in --workdir instead of rerunning them. Ablations:
+`--features extended` (pipeline.py's state set), `--train_args "--steps 300 --rtg_input honest"`
+(extra train_model.py flags) and `--data_from /tmp/twin_zoo` (reuse an earlier work folder's
+simulated trades and truth, so every variant is scored on the very same traders).
 """
 
 from __future__ import annotations
