@@ -1,22 +1,25 @@
-"""Position accounting for data_ingestion: marks, settlement prices and the average-cost ledger.
+"""Position accounting of data_ingestion: settlement prices, the average-cost ledger and the
+per-bar position columns.
 
-Promise: given the event table and the markets table of `data_ingestion.load_events`, build a
-ledger with one entry per trader fill and one settlement entry per traded (market, outcome
-token), each carrying the change it makes to inventory, signed cost basis, |cost|, |shares| and
-realised P&L. `data_ingestion.build_bars` turns those deltas into per-bar levels with
-cumulative sums; nothing here loops over bars.
+Promise: from the trader's fills, the Up-token marks and the markets' ends, `ledger` builds one
+entry per fill and one settlement entry per traded (market, outcome token), each with the change
+it makes to shares, signed cost, |shares|, |cost| and realised P&L; `bar_positions` turns those
+changes into the bar table's position columns (levels at each bar's end, exposure, marks,
+P&L, time since entry) with cumulative sums and as-of joins. Nothing loops over bars or fills
+in Python except the average-cost recursion's steps (below). It works on plain arrays and
+imports no project module; data_ingestion.build_bars is its one caller.
 
-No-leakage rule: a settlement price uses only `resolution` (a fact of the market's end) or marks
-before the end (the first mark after it only when there is none before, and then only fills
-after the end use it); every ledger entry's effect is placed at its own time.
+No-leakage rule: a settlement price uses `resolution` (a fact of the market's end) or marks
+before the end (the first mark after it only when there is none before); marks for bar t are
+the last before the bar's end; every entry's effect lands in its own bar.
 
-Run alone: no CLI; `python data_ingestion.py` runs it.
+Run alone: no CLI; `python data_ingestion.py --data_dir DIR` runs it.
 
-Decisions: average cost per (market, outcome); a sell beyond holdings opens a short (counted as
-oversold); a fill after the market's end settles at once at the market's payout. The
-average-cost recursion is sequential by nature (the average after a fill depends on the
-average before it), but (market, outcome) groups are independent: `average_cost` steps through
-positions within a group, vectorised across groups (steps = the longest group's entries).
+Decisions: average cost per (market, outcome) with cash = price x size; a sell beyond holdings
+opens a short (counted as oversold); a fill after the market's end settles at once at the
+market's payout; |shares| < FLAT_EPS is flat. The recursion is sequential within a (market,
+outcome) group (the average after a fill depends on the one before) but groups are independent,
+so `average_cost` takes one numpy step per position inside a group, across all groups at once.
 """
 
 from __future__ import annotations
@@ -24,128 +27,91 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from _ingestion_parse import OHLCV, PRICE_CHANGE, TRADE
-
-KEY_STRIDE = np.int64(1) << 43
-"""Sort keys group * KEY_STRIDE + t (ms) stay int64 until 2100 for 2**20 groups; shared by
-the ingestion modules (defined once here)."""
 FLAT_EPS = 1e-9
 """|shares| below this is a flat position (also zeroes P&L rounding dust)."""
 
 
-def marks(events: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Up-token marks of every market -> (market, t, up_price) sorted by (market, t), stable.
+def settlement_prices(end_ms: np.ndarray, resolution: np.ndarray, mark: tuple
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Per market: what its Up token pays (1.0 / 0.0; NaN without resolution and marks) and the
+    source ("resolution", "last_mark", "first_mark_after_end", "none"). Down pays 1 - Up.
 
-    A mark is a price_change mid, a token ohlcv close, or a fill's Up price (p, or 1 - p for a
-    Down fill); underlying candles are not marks."""
-    kind, price = events["kind"].to_numpy(), events["price"].to_numpy()
-    # values over all events, then one compress of three arrays (cheaper than gathering six)
-    val = np.where(kind == PRICE_CHANGE, events["mid"].to_numpy(),
-                   np.where(kind == OHLCV, events["close"].to_numpy(),
-                            np.where(events["outcome"].to_numpy() == 0, price, 1.0 - price)))
-    m = kind <= OHLCV
-    mk, t, val = events["market"].to_numpy()[m].astype(np.int64), events["t"].to_numpy()[m], val[m]
-    key = mk * KEY_STRIDE + t
-    if not np.all(key[1:] >= key[:-1]):  # usually sorted already: (address, t) order
-        order = np.lexsort((t, mk))
-        mk, t, val = mk[order], t[order], val[order]
-    return mk, t, val
-
-
-def settlement_prices(markets: pd.DataFrame, mark: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Per market: Up payout (1.0 or 0.0) and its source ("resolution", "last_mark",
-    "first_mark_after_end", "none"). Down pays 1 - the Up payout."""
+    mark: (market, t, up_price) arrays sorted by (market, t)."""
     mk, t, val = mark
-    n = len(markets)
-    key = mk * KEY_STRIDE + t
-    end_key = np.arange(n, dtype=np.int64) * KEY_STRIDE + markets["end_ms"].to_numpy()
-    before = np.searchsorted(key, end_key, "left") - 1
-    ok_b = (before >= 0) & (mk[np.clip(before, 0, None)] == np.arange(n)) if len(mk) else \
-        np.zeros(n, bool)
-    after = np.clip(before + 1, 0, max(len(mk) - 1, 0))
-    ok_a = ~ok_b & (mk[after] == np.arange(n)) if len(mk) else np.zeros(n, bool)
-    res = markets["resolution"].to_numpy(dtype=object)
-    has_res = ~pd.isna(res)
-    last = np.where(ok_b, val[np.clip(before, 0, None)] if len(mk) else 0.5,
-                    val[after] if len(mk) else 0.5)
-    pay = np.where(has_res, res == "Up", last >= 0.5).astype(np.float64)
+    n = len(end_ms)
+    before = t < end_ms[mk]  # (n_marks,)
+    last_b = pd.Series(val[before]).groupby(mk[before]).last().reindex(range(n)).to_numpy()
+    first_a = pd.Series(val[~before]).groupby(mk[~before]).first().reindex(range(n)).to_numpy()
+    has_res = ~pd.isna(resolution)
+    ok_b, ok_a = ~np.isnan(last_b), ~np.isnan(first_a)
+    mark_pay = np.where(np.where(ok_b, last_b, first_a) >= 0.5, 1.0, 0.0)
+    pay = np.where(has_res, resolution == "Up", np.where(ok_b | ok_a, mark_pay, np.nan))
     src = np.select([has_res, ok_b, ok_a], ["resolution", "last_mark", "first_mark_after_end"],
                     "none")
-    return pay, src
+    return pay.astype(np.float64), src
 
 
-def ledger(events: pd.DataFrame, markets: pd.DataFrame, pay_up: np.ndarray) -> pd.DataFrame:
-    """Average-cost ledger in (market, outcome, t) order, fills then one settlement per group.
+def ledger(market: np.ndarray, outcome: np.ndarray, t: np.ndarray, dq: np.ndarray,
+           price: np.ndarray, seq: np.ndarray, end_ms: np.ndarray, pay_up: np.ndarray
+           ) -> pd.DataFrame:
+    """Average-cost ledger in (market, outcome, t) order: fills, then one settlement per group.
 
-    Columns: gid (group = market x outcome), market, outcome, t (ms; settlement at end - 1),
-    settle, seq (event row, settlement = -1), dq, dc, dabs_q, dabs_c, realized (deltas of
-    shares, signed cost, |shares|, |cost|, realised P&L), q, c (group levels after the entry),
-    oversold, post_end (bool)."""
-    tr = np.flatnonzero(events["kind"].to_numpy() == TRADE)
-    mkt = events["market"].to_numpy()[tr].astype(np.int64)
-    out = events["outcome"].to_numpy()[tr].astype(np.int64)
-    t = events["t"].to_numpy()[tr]
-    dq = (events["side"].to_numpy()[tr] * events["size"].to_numpy()[tr]).astype(np.float64)
-    px = events["price"].to_numpy()[tr]
-    gkey = mkt * 2 + out
+    Inputs are per fill, in event order: market row, outcome (0 Up / 1 Down), t (ms), dq (signed
+    shares, + buy), price, seq (event row). Columns: gid (market x 2 + outcome), market,
+    outcome, t (settlement at end - 1 ms), settle, seq (-1 on a settlement), dq, dc, dabs_q,
+    dabs_c, realized (changes of shares, signed cost, |shares|, |cost| and realised P&L), q, c
+    (group levels after the entry), oversold, post_end."""
+    gkey = market.astype(np.int64) * 2 + outcome
     groups = np.unique(gkey)
     # one settlement entry per traded (market, outcome), at end - 1 ms, after same-time fills
-    s_m = groups // 2
-    t_all = np.concatenate([t, markets["end_ms"].to_numpy()[s_m] - 1])
+    t_all = np.concatenate([t, end_ms[groups // 2] - 1])
     g_all = np.concatenate([gkey, groups])
-    settle = np.concatenate([np.zeros(len(tr), bool), np.ones(len(groups), bool)])
-    order = np.lexsort((settle, t_all, g_all))  # stable: fills keep their file order
+    settle = np.r_[np.zeros(len(gkey), bool), np.ones(len(groups), bool)]
+    order = np.lexsort((settle, t_all, g_all))  # stable: fills at one time keep their order
     g_all, t_all, settle = g_all[order], t_all[order], settle[order]
-    dq_all = np.concatenate([dq, np.zeros(len(groups))])[order]
-    px_all = np.concatenate([px, np.zeros(len(groups))])[order]
-    seq = np.concatenate([tr, np.full(len(groups), -1)])[order]
-    o_all = (g_all % 2).astype(np.int8)
-    pay = pay_up[g_all // 2]
-    pay = np.where(o_all == 0, pay, 1.0 - pay)
+    d = np.r_[dq, np.zeros(len(groups))][order].astype(np.float64)
+    p = np.r_[price, np.zeros(len(groups))][order]
+    out = (g_all % 2).astype(np.int8)
+    pay = np.where(out == 0, pay_up[g_all // 2], 1.0 - pay_up[g_all // 2])
     new = np.r_[True, g_all[1:] != g_all[:-1]] if len(g_all) else np.zeros(0, bool)
-
-    q_out, c_out, r_out, oversold, post = average_cost(new, settle, dq_all, px_all, pay)
-    prev_q = np.where(new, 0.0, np.r_[0.0, q_out[:-1]])
-    prev_c = np.where(new, 0.0, np.r_[0.0, c_out[:-1]])
+    q, c, realized, oversold, post = average_cost(new, settle, d, p, pay)
+    prev_q = np.where(new, 0.0, np.r_[0.0, q[:-1]])
+    prev_c = np.where(new, 0.0, np.r_[0.0, c[:-1]])
     return pd.DataFrame({
-        "gid": g_all, "market": g_all // 2, "outcome": o_all, "t": t_all, "settle": settle,
-        "seq": seq, "dq": q_out - prev_q, "dc": c_out - prev_c,
-        "dabs_q": np.abs(q_out) - np.abs(prev_q), "dabs_c": np.abs(c_out) - np.abs(prev_c),
-        "realized": r_out, "q": q_out, "c": c_out, "oversold": oversold, "post_end": post},
-        copy=False)  # fresh arrays: no consolidation copy into 2-D blocks
+        "gid": g_all, "market": g_all // 2, "outcome": out, "t": t_all, "settle": settle,
+        "seq": np.r_[seq, np.full(len(groups), -1)][order], "dq": q - prev_q, "dc": c - prev_c,
+        "dabs_q": np.abs(q) - np.abs(prev_q), "dabs_c": np.abs(c) - np.abs(prev_c),
+        "realized": realized, "q": q, "c": c, "oversold": oversold, "post_end": post})
 
 
 def average_cost(new: np.ndarray, settle: np.ndarray, d: np.ndarray, p: np.ndarray,
                  pv: np.ndarray) -> tuple[np.ndarray, ...]:
     """The average-cost recursion over ledger entries in group order (each group contiguous,
-    `new` True at its first entry): -> (q, c, realized, oversold, post_end) per entry, q and c
+    `new` True at its first entry) -> (q, c, realized, oversold, post_end) per entry, q and c
     being the group's shares and signed cost after it.
 
     Per entry: a settlement books q * pv - c and closes the group; a fill after it books
     d * (pv - p) at once (post_end); a fill from flat or on the held side adds (q + d,
-    c + d * p); an opposite fill closes min(|d|, |q|) at the average c / q, and any rest opens
-    the other side at p (a short from a sell beyond holdings counts as oversold); |q| < 1e-9
-    is flat. The recursion is sequential within a group but groups are independent, so it runs
-    one step per position in a group, vectorised over the groups that have an entry there:
-    max group length numpy steps instead of one Python step per fill. Each element sees the
-    same IEEE operations in the same order as a scalar loop, so results are bit-identical
-    (tests/test_data_ingestion_positions.py keeps that loop as the reference)."""
+    c + d * p); an opposite fill closes min(|d|, |q|) at the average c / q and any rest opens
+    the other side at p (a short from a sell beyond holdings counts as oversold); |q| < FLAT_EPS
+    is flat. Step k handles the k-th entry of every group at once, so the loop runs as many
+    times as the longest group has entries; each element sees the same operations in the same
+    order as a scalar loop (tests/test_data_ingestion_positions.py keeps one as the reference)."""
     n = len(new)
-    out = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n, bool), np.zeros(n, bool)
+    q_out, c_out, r_out = np.zeros(n), np.zeros(n), np.zeros(n)
+    oversold, post = np.zeros(n, bool), np.zeros(n, bool)
     if n == 0:
-        return out
-    q_out, c_out, r_out, oversold, post = out
+        return q_out, c_out, r_out, oversold, post
     start = np.flatnonzero(new)
-    gi = np.cumsum(new) - 1                       # (n,) group of each entry
-    pos = np.arange(n) - start[gi]                # (n,) position inside its group
-    by_pos = np.argsort(pos, kind="stable")       # entries of step k are contiguous, gi ascending
+    gi = np.cumsum(new) - 1  # (n,) group of each entry
+    pos = np.arange(n) - start[gi]  # (n,) position inside its group
+    by_pos = np.argsort(pos, kind="stable")  # the entries of step k are contiguous
     bounds = np.r_[0, np.cumsum(np.bincount(pos))]
     q, c, done = np.zeros(len(start)), np.zeros(len(start)), np.zeros(len(start), bool)
-    for k in range(len(bounds) - 1):  # one step per position in a group, not per fill
+    for k in range(len(bounds) - 1):
         i = by_pos[bounds[k]:bounds[k + 1]]  # (groups with a k-th entry,)
         g = gi[i]
-        qg, cg, was = q[g], c[g], done[g]
-        st, dk, pk, pvk = settle[i], d[i], p[i], pv[i]
+        qg, cg, was, st, dk, pk, pvk = q[g], c[g], done[g], settle[i], d[i], p[i], pv[i]
         live = ~st & ~was
         add = live & ((qg == 0.0) | ((qg > 0) == (dk > 0)))
         qn, cn = np.where(add, qg + dk, qg), np.where(add, cg + dk * pk, cg)
@@ -169,37 +135,98 @@ def average_cost(new: np.ndarray, settle: np.ndarray, d: np.ndarray, p: np.ndarr
         post[i], oversold[i] = ~st & was, live & (dk < 0) & (qn < -FLAT_EPS)
         q_out[i], c_out[i], r_out[i] = qn, cn, r
         q[g], c[g], done[g] = qn, cn, was | st
-    return out
+    return q_out, c_out, r_out, oversold, post
 
 
-def unrealized_by_row(led: pd.DataFrame, led_row: np.ndarray, row_start: np.ndarray,
-                      iv: int, mark: tuple) -> np.ndarray:
+def _levels(delta: np.ndarray, addr: np.ndarray, e_row: np.ndarray, row_addr: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Running level per address after each entry, and its value at each bar's end (0 before an
+    address's first entry). Entries sorted by row; e_row, addr: (n_entries,)."""
+    lvl = pd.Series(delta).groupby(addr).cumsum().to_numpy() if len(delta) else delta
+    idx = np.searchsorted(e_row, np.arange(len(row_addr)), "right") - 1  # last entry <= row
+    safe = np.clip(idx, 0, None)
+    ok = (idx >= 0) & (addr[safe] == row_addr) if len(delta) else np.zeros(len(row_addr), bool)
+    at_end = np.where(ok, lvl[safe] if len(delta) else 0.0, 0.0)
+    return lvl, np.where(np.abs(at_end) < FLAT_EPS, 0.0, at_end)
+
+
+def _unrealized(led: pd.DataFrame, led_row: np.ndarray, row_start: np.ndarray, iv: int,
+                mark: tuple) -> np.ndarray:
     """Sum over open (market, outcome) positions of shares x mark - cost at each bar's end.
 
-    led_row: the bar row of each ledger entry (ledger order). A position is open from its
-    group's first fill row to the row before its settlement row; the mark is the market's last
-    mark with t < bar end (Up at the mark, Down at 1 - mark); no mark yet -> valued at cost."""
-    n_rows = len(row_start)
-    g = led["gid"].to_numpy()
+    A group is open from the row of its first entry to the row before its settlement row; its
+    shares and cost are those after its last entry in or before the row, the mark the market's
+    last one before the bar's end (Up at the mark, Down at 1 - mark; none yet: 0)."""
+    n_rows, g = len(row_start), led["gid"].to_numpy()
     if len(g) == 0:
         return np.zeros(n_rows)
-    first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-    settle_idx = np.flatnonzero(led["settle"].to_numpy())  # one per group, same group order
-    r0, r1 = led_row[first], led_row[settle_idx]
+    first = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])  # ledger order: groups contiguous
+    r0, r1 = led_row[first], led_row[led["settle"].to_numpy()]  # one settlement per group
     length = np.clip(r1 - r0, 0, None)
-    total = int(length.sum())
-    grp = np.repeat(np.arange(len(first)), length)
-    prow = np.repeat(r0, length) + (np.arange(total) - np.repeat(np.cumsum(length) - length,
-                                                                  length))
-    stride = np.int64(n_rows + 1)
-    gi = np.repeat(np.arange(len(first)), np.diff(np.r_[first, len(g)]))
-    ekey = gi * stride + led_row
-    idx = np.searchsorted(ekey, grp * stride + prow, "right") - 1
-    q, c = led["q"].to_numpy()[idx], led["c"].to_numpy()[idx]
-    mk, mt, mv = mark
-    m = led["market"].to_numpy()[first][grp]
-    j = np.searchsorted(mk * KEY_STRIDE + mt, m * KEY_STRIDE + row_start[prow] + iv, "left") - 1
-    ok = (j >= 0) & (mk[np.clip(j, 0, None)] == m) if len(mk) else np.zeros(total, bool)
-    up = mv[np.clip(j, 0, None)] if len(mk) else np.zeros(total)
-    val = np.where(led["outcome"].to_numpy()[first][grp] == 0, up, 1.0 - up)
-    return np.bincount(prow, np.where(ok, q * val - c, 0.0), minlength=n_rows)
+    grp = np.repeat(np.arange(len(first)), length)  # (pairs,): one per open (group, row)
+    prow = np.repeat(r0, length) + np.arange(len(grp)) - np.repeat(np.cumsum(length) - length,
+                                                                   length)
+    pairs = pd.DataFrame({"gid": g[first][grp], "market": led["market"].to_numpy()[first][grp],
+                          "row": prow, "end": row_start[prow] + iv, "pair": np.arange(len(grp))})
+    entries = pd.DataFrame({"gid": g, "row": led_row, "q": led["q"].to_numpy(),
+                            "c": led["c"].to_numpy()}).sort_values("row", kind="stable")
+    held = pd.merge_asof(pairs.sort_values("row", kind="stable"), entries, on="row", by="gid")
+    marks = pd.DataFrame({"market": mark[0], "end": mark[1], "up": mark[2]})
+    held = pd.merge_asof(held.sort_values("end", kind="stable"), marks.sort_values(
+        "end", kind="stable"), on="end", by="market", allow_exact_matches=False)
+    held = held.sort_values("pair")  # back to pair order: each row's sum in group order
+    up = held["up"].to_numpy()
+    val = np.where(held["gid"].to_numpy() % 2 == 0, up, 1.0 - up)
+    value = np.where(np.isnan(up), 0.0, held["q"].to_numpy() * val - held["c"].to_numpy())
+    return np.bincount(held["row"].to_numpy(), value, minlength=n_rows)
+
+
+def bar_positions(led: pd.DataFrame, led_row: np.ndarray, led_addr: np.ndarray,
+                  row_addr: np.ndarray, row_start: np.ndarray, iv: int, mark: tuple) -> dict:
+    """The ledger (ledger order, with each entry's bar row and address code) -> the bar table's
+    position columns, one value per row: inv_up, inv_down, inventory, avg_entry_up,
+    avg_entry_down, cost_basis, exposure_usdc, realized_pnl, unrealized_pnl, pnl,
+    bars_since_entry, settled."""
+    n = len(row_addr)
+    # entries in time order per address (settlements after same-time fills), rows ascending
+    o = np.lexsort((led["seq"].to_numpy(), led["settle"].to_numpy(), led["t"].to_numpy(),
+                    led_addr))
+    e_addr, e_row = led_addr[o], led_row[o]
+    col = {k: led[k].to_numpy()[o] for k in ("outcome", "dq", "dc", "dabs_c", "dabs_q",
+                                              "realized")}
+    up = col["outcome"] == 0
+    lv = {k: _levels(d, e_addr, e_row, row_addr) for k, d in (
+        ("inv_up", np.where(up, col["dq"], 0.0)), ("inv_down", np.where(up, 0.0, col["dq"])),
+        ("cost_up", np.where(up, col["dc"], 0.0)), ("cost_down", np.where(up, 0.0, col["dc"])),
+        ("gross_c", col["dabs_c"]), ("gross_q", col["dabs_q"]), ("realized", col["realized"]))}
+    end = {k: v[1] for k, v in lv.items()}
+    out = {"inv_up": end["inv_up"], "inv_down": end["inv_down"],
+           "inventory": end["inv_up"] - end["inv_down"]}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["avg_entry_up"] = np.where(end["inv_up"] != 0, end["cost_up"] / end["inv_up"], np.nan)
+        out["avg_entry_down"] = np.where(end["inv_down"] != 0,
+                                         end["cost_down"] / end["inv_down"], np.nan)
+    out["cost_basis"] = end["cost_up"] + end["cost_down"]
+    new_addr = np.r_[True, row_addr[1:] != row_addr[:-1]]
+    # exposure: the larger of the level the bar opens with and the peak after any entry in it
+    peak = pd.Series(lv["gross_c"][0]).groupby(e_row).max()
+    in_bar = np.full(n, np.nan)
+    in_bar[peak.index.to_numpy()] = peak.to_numpy()
+    out["exposure_usdc"] = np.fmax(np.where(new_addr, 0.0, np.r_[0.0, end["gross_c"][:-1]]),
+                                   in_bar)
+    out["realized_pnl"] = end["realized"]
+    un = _unrealized(led, led_row, row_start, iv, mark)
+    out["unrealized_pnl"] = np.where(np.abs(un) < FLAT_EPS, 0.0, un)
+    total = out["realized_pnl"] + out["unrealized_pnl"]
+    out["pnl"] = total - np.where(new_addr, 0.0, np.r_[0.0, total[:-1]])
+    # bars since the trader last went from holding nothing to holding something
+    held = end["gross_q"] > FLAT_EPS
+    entry = held & (new_addr | ~np.r_[False, held[:-1]])
+    run_start = np.flatnonzero(entry)
+    since = np.arange(n) - (run_start[np.clip(np.cumsum(entry) - 1, 0, None)]
+                            if len(run_start) else 0)
+    out["bars_since_entry"] = np.where(held, since, -1).astype(np.int64)
+    settled = np.zeros(n, bool)
+    settled[led_row[led["settle"].to_numpy()]] = True
+    out["settled"] = settled
+    return out

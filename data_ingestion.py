@@ -1,68 +1,74 @@
 """Stage 1, ingestion: a trader's price files -> a validated event table and the bar table.
 
-Promise: `run(cfg)` reads every `btc-*_prices.json` (and every `*trades*.json` data-api dump)
-under `cfg.data_dir`, validates each event (DESIGN.md "Input contract"; invalid events are
-dropped and counted by reason, unreadable or invalid files quarantined, the user's files are
-never moved), writes `{out_dir}/ingestion_report.json` (counts reconcile: read = used +
-dropped) and returns the bar table of docs/INTERFACES.md: one row per (address, bar_start),
-continuous from the bar of the trader's first event to the bar of the last (or of the last
-settlement), with the Up-token mid OHLC, the underlying's bar, the trader's fills and
-Up/Down-aware positions with settlement. `main()` also writes `{out_dir}/bars.parquet`.
+Promise: `run(cfg)` reads every `btc-*_prices.json` and every `*trades*.json` data-api dump
+under `cfg.data_dir`, validates each event (DESIGN.md "Input schema"): an invalid event is
+dropped under the first check it fails, an unusable file is quarantined or skipped with its
+reason, and the user's files are never moved. It always writes `{out_dir}/ingestion_report.json`
+(atomically; read = used + dropped per file and in total; the first bad value of each reason
+is named with its file, field and value), also when no file is usable (then IngestionError
+names the report). It returns the bar table of docs/INTERFACES.md: one row per (address,
+bar_start), continuous from the bar of the trader's first event to the bar of the last (or of
+the last settlement), with the Up-token mid OHLC, the underlying's bar, the trader's fills and
+Up/Down-aware average-cost positions with settlement (_ingestion_positions.py). `main()` also
+writes `{out_dir}/bars.parquet`.
 
-No-leakage rule: row t describes only its own interval [bar_start, bar_start + interval): every
+No-leakage rule: row t describes only its own interval [bar_start, bar_start + interval): each
 column of row t is a function of events with time < bar_start + interval (marks are the last
-mid before the bar's end, settlement prices come from `resolution` or the last mid before the
+mark before the bar's end, settlement comes from `resolution` or the last mark before the
 market's end), so cutting all events after T changes no row that ends at or before T. The
 one-bar shift that makes the state of bar t see only events < bar_start is state_features'.
 
-Run alone: python data_ingestion.py --data_dir downloads/merged_trades --bar_interval 1min --workers 2
+Run alone: python data_ingestion.py --data_dir downloads/merged_trades --bar_interval 1min
 
-Decisions where the issue is silent (parsing: _ingestion_parse.py and _ingestion_files.py;
-merging the workers' parts and the report's totals: _ingestion_merge.py; the bar table:
-_ingestion_bars.py; accounting: _ingestion_positions.py):
-- Files: every `btc-*_prices.json` (PRICE_FILE_GLOB) and every `*trades*.json` (DATA_API_GLOB)
-  under data_dir. A file whose top level is a JSON list is a data-api /trades dump, whatever
-  its name; it is converted per (proxyWallet, slug) and its non-BTC-15m markets are reported
-  as skipped (report["skipped_markets"]). Parsing runs in a process pool over batches of files
-  (validation is vectorised over a batch); `--workers 1` stays in this process.
-  The pool's workers keep their freed heap between batches (`_keep_heap`, glibc's mallopt), so
-  a batch does not fault the previous one's pages in again; the caller's process is untouched.
-- Address = the folder name of a price file; a data-api dump uses each record's proxyWallet.
-  Two files for one (address, slug): the first in path order is used, the other's events are
-  dropped as `duplicate_market`.
-- Bars: `bar_interval` is any fixed pandas offset alias (15min, 1min, 30s, 1h); bars are
-  aligned to the Unix epoch (UTC). An ohlcv event is placed at its open time `t`.
-- Token market data counts for a bar only when the event lies inside its own market's window
-  [start, start + 900 s); per bar the best source wins (price_change mids, else token ohlcv,
-  else the trader's fill prices as Up prices: p for Up, 1 - p for Down). `has_data` is true
-  where that OHLC exists; `forward_filled()` gives a clearly separate filled close.
-  Underlying candles repeated in several files of one address are used once (first wins).
-- Accounting is average cost per (market, outcome token) with cash = price x size (the usdc
-  field is validated, not booked). A sell beyond holdings (history that starts mid-way) opens a
-  short of that token, which is allowed and counted in report["positions"]["oversold_trades"].
-  This is the one sequential recursion; it steps through each (market, outcome)'s fills,
-  vectorised across markets (never bars x events, never a Python step per fill).
-- Settlement happens in the bar that contains end - 1 ms (end = window start + 900 s): open
-  shares pay 1 or 0 from `resolution`, else from the last mark (mid, token close or fill Up
-  price) before the end >= 0.5, else from the first mark after it. A fill after the end is
-  settled at once at the same payout. `settled` marks bars where a traded market settles.
-- exposure_usdc and cost_basis use the signed cost of open shares (a short is negative cost);
-  exposure is the max over the bar of the sum of |cost|. `bars_since_entry` counts bars since
-  the trader last went from holding no shares to holding some (inventory can be 0 while both
-  tokens are held: hedged books are open positions).
+Decisions where the issue is silent:
+- Files: a file's address is its folder's name, a dump record's its proxyWallet, lower-cased
+  (0xAAA and 0xaaa are one trader). A file whose `address` field names another trader keeps its
+  folder's and is listed in report["address_mismatches"]. Files are read in path order, in a
+  process pool over batches of about BATCH_BYTES of JSON (`--workers 1`: in this process).
+- Links: a symlinked file is read only when its target lies inside data_dir, and each real file
+  once (a second path to it is skipped as `duplicate_path`); symlinked folders are never walked
+  (inside data_dir their real folder is read anyway). Dangling links, link loops and links out
+  of data_dir are skipped with that reason.
+- Bytes: a file over `--max_file_mb` is quarantined `too_large` before it is read; UTF-8 with a
+  BOM, UTF-16 and UTF-32 (BOM, or UTF-16 told by its NUL bytes) are decoded; JSON nested deeper
+  than orjson's limit (1,024) is `too_deeply_nested`; a file orjson refuses is retried with the
+  stdlib json (NaN, Infinity) before it is quarantined `invalid_json`.
+- Markets: the slug must be `btc-updown-15m-<start>` (else skipped `not_btc_15m`), start on the
+  15-minute grid (`slug_off_grid`) and between 2020-01-01 and one year after now
+  (`slug_out_of_range`). Times `t` below 1e11 are seconds and from 1e14 to 1e17 microseconds
+  (converted, counted in report "time_units"); an event outside its market's window
+  [start - WINDOW_SLACK_S, start + 900 s + WINDOW_SLACK_S) is dropped `outside_window`, so no
+  input stretches a trader's bars beyond the span of its markets.
+- Several files of one (address, slug) are one market, listed in report["overlapping_markets"]:
+  the first price file in path order (else the first dump) owns it. A later file adds only
+  fills whose id is new, and only when every fill of the market has an id (then the id decides
+  exactly; a fill seen twice is `duplicate_id`); its other events are `duplicate_market`.
+- Ids: `id`, else transaction hash + log index (a hash alone is no id: one transaction holds
+  several fills). Events identical apart from the id are kept and counted (identical_looking).
+- Bars: aligned to the Unix epoch (UTC) at any fixed pandas offset. Token data counts for a bar
+  only inside its own market's window; per bar the best source wins (price_change mids, else
+  token ohlcv, else the trader's fill prices as Up prices: p for Up, 1 - p for Down); an ohlcv
+  event sits at its open time. Underlying candles repeated in files of one address count once.
+  `settle_up` is NaN in a market with neither `resolution` nor any Up-token mark.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import fnmatch
+import codecs
+import json
 import logging
-import multiprocessing as mp
+import operator
 import os
+import re
 import sys
+import time
+import warnings
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from fnmatch import fnmatchcase
+from itertools import chain, repeat
 from pathlib import Path
 
 import numpy as np
@@ -70,24 +76,13 @@ import orjson
 import pandas as pd
 from tqdm import tqdm
 
-from _ingestion_bars import BAR_COLUMNS, POSITION_COLUMNS, build_bars, forward_filled, interval_ms
-from _ingestion_files import convert_data_api_trades
-from _ingestion_io import IngestionError, add_config_args, atomic_write, field_docs
-from _ingestion_merge import finish_report, merge_parsed, summarize_reports
-from _ingestion_parse import (
-    ARRAY_FIELDS,
-    KIND_NAMES,
-    PRICE_CHANGE,
-    ROLE_NAMES,
-    TRADE,
-    parse_files,
-    parse_files_packed,
-)
-from _ingestion_positions import KEY_STRIDE
+import _ingestion_positions as positions
+from common import UserError, add_config_args, atomic_write, field_docs
 
 __all__ = ["IngestionConfig", "IngestionError", "PRICE_FILE_GLOB", "DATA_API_GLOB",
-           "MARKET_SECONDS", "BAR_COLUMNS", "POSITION_COLUMNS", "KIND_NAMES", "ROLE_NAMES",
-           "load_price_file", "load_events", "quotes_and_fills", "build_bars", "convert_data_api_trades", "forward_filled", "run",
+           "MARKET_SECONDS", "WINDOW_SLACK_S", "BAR_COLUMNS", "POSITION_COLUMNS", "KIND_NAMES",
+           "ROLE_NAMES", "REASONS", "load_price_file", "load_events", "quotes_and_fills",
+           "build_bars", "convert_data_api_trades", "forward_filled", "run", "main",
            "atomic_write", "add_config_args", "field_docs"]
 
 log = logging.getLogger("data_ingestion")
@@ -98,10 +93,54 @@ DATA_API_GLOB = "*trades*.json"
 """Polymarket data-api /trades dumps (a top-level JSON list), also searched under data_dir."""
 MARKET_SECONDS = 900
 """Length of a BTC Up/Down market window; the slug's number is the window start."""
+WINDOW_SLACK_S = 120
+"""Seconds before a window's start and after its end where a market's events still count
+(clock skew, fills booked after the close: the real data holds fills up to 41 s after it)."""
+FIRST_START = 1_577_836_800
+"""2020-01-01 UTC (s): no BTC 15-minute market starts earlier."""
+BATCH_BYTES = 4 << 20
+"""JSON bytes parsed at once: bounds the dicts alive in one process (~10x the bytes)."""
+SLUG_RE = re.compile(r"^btc-updown-15m-(\d{9,11})$")
+
+TRADE, PRICE_CHANGE, OHLCV, UNDERLYING = 0, 1, 2, 3
+KIND_NAMES = ("trade", "price_change", "ohlcv", "underlying")
+ROLE_NAMES = ("unknown", "maker", "taker")
+"""A fill's liquidity role by its `role` code (0 on every event that is not a fill)."""
+ARRAY_FIELDS = ("t", "kind", "price", "size", "side", "outcome", "role", "usdc", "best_bid",
+                "best_ask", "mid", "open", "high", "low", "close", "volume")
 EVENT_COLUMNS = ["address", "slug", "market", *ARRAY_FIELDS]
-"""Event table: kind 0 trade, 1 price_change, 2 token ohlcv, 3 underlying ohlcv (KIND_NAMES);
-side +1 BUY / -1 SELL; outcome 0 Up / 1 Down; role 0 unknown / 1 maker / 2 taker (ROLE_NAMES,
-fills only); market = row of the markets table."""
+"""Event table: kind (KIND_NAMES code); side +1 BUY / -1 SELL; outcome 0 Up / 1 Down; role
+(ROLE_NAMES code, fills only); a field is NaN off its own kind; market = markets-table row."""
+REASONS = ("used", "missing_type", "unknown_type", "bad_time", "outside_window", "bad_price",
+           "bad_size", "bad_side", "bad_outcome", "usdc_mismatch", "bad_quote", "crossed_book",
+           "bad_mid", "bad_ohlcv", "bad_volume", "duplicate_id")
+"""Event drop reasons in the order they are checked (index 0 = used)."""
+_REASON_FIELDS = {"missing_type": ("type",), "unknown_type": ("type",), "bad_time": ("t",),
+                  "outside_window": ("t",), "bad_price": ("price",), "bad_size": ("size",),
+                  "bad_side": ("side",), "bad_outcome": ("outcome",),
+                  "usdc_mismatch": ("usdc", "price", "size"), "bad_quote": ("best_bid", "best_ask"),
+                  "crossed_book": ("best_bid", "best_ask"), "bad_mid": ("mid", "best_bid", "best_ask"),
+                  "bad_ohlcv": ("open", "high", "low", "close"), "bad_volume": ("volume",),
+                  "duplicate_id": ("id", "transactionHash", "logIndex")}
+"""The fields a drop reason's message shows (the first bad value of each reason is named)."""
+_TYPES = {"trade": TRADE, "price_change": PRICE_CHANGE, "ohlcv": OHLCV, "bar": OHLCV,
+          "candle": OHLCV}
+_FIELDS = {TRADE: ("price", "size", "usdc"), PRICE_CHANGE: ("best_bid", "best_ask", "mid"),
+           OHLCV: ("open", "high", "low", "close", "volume")}
+_ALIASES = {"open": "o", "high": "h", "low": "l", "close": "c", "volume": "v", "size": "shares",
+            "best_bid": "bid", "best_ask": "ask"}
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF32_LE, "utf-32"),
+         (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+         (codecs.BOM_UTF16_BE, "utf-16"))
+POSITION_COLUMNS = [
+    "n_trades", "net_shares", "buy_usdc", "sell_usdc", "inv_up", "inv_down", "inventory",
+    "avg_entry_up", "avg_entry_down", "cost_basis", "exposure_usdc", "realized_pnl",
+    "unrealized_pnl", "pnl", "bars_since_entry", "settled"]
+BAR_COLUMNS = [
+    "address", "bar_start", "slug", "settle_up", "open", "high", "low", "close", "volume",
+    "spread", "has_data", "u_open", "u_high", "u_low", "u_close", "u_volume", "has_underlying",
+    *POSITION_COLUMNS]
+"""The bar table's columns, in order (docs/INTERFACES.md says what each holds)."""
 
 
 @dataclass(frozen=True)
@@ -114,133 +153,609 @@ class IngestionConfig:
     """Bar length, a fixed pandas offset alias (15min is the seed's; 1min works)."""
     workers: int = 0
     """Processes that parse files in parallel: 0 = all cores, 1 = in this process."""
+    max_file_mb: float = 64.0
+    """Files larger than this (MiB) are quarantined unread: bounds the memory one file takes."""
 
 
-# ---------------------------------------------------------------- loading
-def _frame(parsed: dict) -> pd.DataFrame:
-    """parse_files output -> the event table (EVENT_COLUMNS), market = unit number."""
-    ms, arr = parsed["markets"], parsed["arrays"]
-    n = [m["hi"] - m["lo"] for m in ms]
+class IngestionError(UserError):
+    """A user error of ingestion (no usable file, a bad flag); the message is one line."""
 
-    def cat(key: str) -> pd.Categorical:  # per-market codes repeated: no per-event strings
-        names, codes = np.unique(np.array([m[key] for m in ms], dtype=object), return_inverse=True)
-        return pd.Categorical.from_codes(np.repeat(codes.astype(np.int32), n), names)
-    return pd.DataFrame({"address": cat("address"), "slug": cat("slug"), "market": arr["unit"],
-                         **{f: arr[f] for f in ARRAY_FIELDS}}, copy=False)
+
+# ---------------------------------------------------------------- files
+def _find_files(data_dir: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """(every price file and dump under data_dir in path order, each real file once;
+    [(path, reason)] of the links and second paths that are not read)."""
+    root = os.path.realpath(data_dir)
+    found, refused, todo = [], [], [os.fspath(data_dir)]
+    while todo:  # iterative walk; a symlinked folder is never entered, so nothing loops
+        folder = todo.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as e:
+            refused.append((folder, f"unreadable_folder: {e.strerror or e}"))
+            continue
+        for e in entries:
+            link = e.is_symlink()
+            if link:
+                try:
+                    os.stat(e.path)  # follows the link: ELOOP or ENOENT say what is wrong
+                except OSError as err:
+                    refused.append((e.path, "symlink_loop" if err.errno == 40 else
+                                    "dangling_symlink"))
+                    continue
+                real = os.path.realpath(e.path)
+                if os.path.commonpath([root, real]) != root:
+                    refused.append((e.path, "symlink_outside_data_dir"))
+                    continue
+            if e.is_dir():
+                if link:
+                    inside = os.path.commonpath([real, os.path.realpath(folder)]) == real
+                    refused.append((e.path, "symlink_loop" if inside else "linked_folder"))
+                else:
+                    todo.append(e.path)
+            elif fnmatchcase(e.name, PRICE_FILE_GLOB) or fnmatchcase(e.name, DATA_API_GLOB):
+                found.append(e.path)
+    first: dict[str, str] = {}
+    for p in sorted(found):  # the first path in path order reads a file reached twice
+        first.setdefault(os.path.realpath(p), p)
+    kept = set(first.values())
+    refused += [(p, f"duplicate_path: {first[os.path.realpath(p)]}") for p in found
+                if p not in kept]
+    return sorted(kept), sorted(refused)
+
+
+def _read_json(path: str, max_bytes: int) -> tuple[object, str | None, str | None]:
+    """(document, None, encoding) or (None, quarantine reason, encoding); never raises.
+    encoding is None for plain UTF-8."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            raw = f.read(max_bytes + 1) if size <= max_bytes else b""
+    except OSError as e:
+        return None, f"unreadable: {e.strerror or e}", None
+    if size > max_bytes or len(raw) > max_bytes:
+        return None, f"too_large: {max(size, len(raw))} bytes > {max_bytes}", None
+    enc = next((name for bom, name in _BOMS if raw.startswith(bom)), None)
+    if enc is None and len(raw) >= 2 and (raw[0] == 0) != (raw[1] == 0):
+        enc = "utf-16-be" if raw[0] == 0 else "utf-16-le"  # JSON opens with ASCII + a NUL
+    try:
+        text = raw.decode(enc) if enc else raw
+    except UnicodeDecodeError as e:
+        return None, f"bad_encoding: not {enc} ({e.reason} at byte {e.start})", enc
+    try:
+        return orjson.loads(text), None, enc
+    except orjson.JSONDecodeError as e:
+        if "recursion" in str(e):
+            return None, "too_deeply_nested: over 1024 levels", enc
+        first = str(e)
+    try:  # NaN / Infinity literals orjson refuses; non-finite values fail per event
+        return json.loads(text), None, enc
+    except RecursionError:
+        return None, "too_deeply_nested", enc
+    except (ValueError, UnicodeDecodeError):
+        return None, f"invalid_json: {first[:120]}", enc
+
+
+def convert_data_api_trades(records: list) -> list[dict]:
+    """Polymarket data-api /trades records -> seed-format file dicts {"slug", "address",
+    "prices": [trade events]}, one per (proxyWallet, slug) in order of first appearance (no
+    resolution: the data-api has none). A numeric `timestamp` is seconds (>= 1e11: ms); fields
+    are copied as they are and validated when parsed. Records that are not objects or have no
+    str slug are left out (the loader counts them)."""
+    files: dict[tuple, dict] = {}
+    for r in records:  # one step per record: a dump is at most thousands of rows
+        if type(r) is not dict or type(r.get("slug")) is not str:
+            continue
+        ts = r.get("timestamp")
+        t = ts * (1 if abs(ts) >= 1e11 else 1000) if type(ts) in (int, float) else ts
+        ev = {"type": "trade", "t": t, "price": r.get("price"), "side": r.get("side"),
+              "size": r.get("size"), "outcome": r.get("outcome"),
+              "transactionHash": r.get("transactionHash"), "asset": r.get("asset")}
+        if r.get("usdcSize") is not None:
+            ev["usdc"] = r["usdcSize"]
+        for key in ("id", "logIndex", "role"):
+            if r.get(key) is not None:
+                ev[key] = r[key]
+        addr = r.get("proxyWallet") if type(r.get("proxyWallet")) is str else None
+        doc = files.setdefault((addr, r["slug"]), {"slug": r["slug"], "address": addr,
+                                                   "prices": []})
+        doc["prices"].append(ev)
+    return list(files.values())
+
+
+def _markets_of(doc: object, folder: str, rep: dict, now_s: float) -> list[dict]:
+    """The markets (units) of one document, checking its top level and slugs; counts what it
+    leaves out in `rep` (read, dropped, skipped_markets, notes, status)."""
+    if isinstance(doc, list):  # a data-api /trades dump
+        good = [r for r in doc if type(r) is dict and type(r.get("slug")) is str]
+        rep["read"] += len(doc) - len(good)
+        _drop(rep, "not_a_trade_record", len(doc) - len(good))
+        units = [u for d in convert_data_api_trades(good)
+                 for u in _markets_of({**d, "address": None}, (d["address"] or folder).lower(),
+                                      rep, now_s)]
+        return [{**u, "dump": True} for u in units]
+    if not isinstance(doc, dict):
+        rep["status"], rep["reason"] = "quarantined", "not_a_json_object"
+        return []
+    prices, slug = doc.get("prices"), doc.get("slug")
+    n = len(prices) if isinstance(prices, list) else 0
+    rep["read"] += n
+    if type(slug) is not str or not isinstance(prices, list):
+        why = "missing_slug" if type(slug) is not str else "prices_not_a_list"
+        _drop(rep, why, n)
+        rep["status"], rep["reason"] = "quarantined", why
+        return []
+    m = SLUG_RE.match(slug)
+    start = int(m.group(1)) if m else 0
+    why = ("not_btc_15m" if m is None else "slug_off_grid" if start % MARKET_SECONDS else
+           "slug_out_of_range" if not FIRST_START <= start <= now_s + 366 * 86400 else None)
+    if why:
+        _drop(rep, why, n)
+        rep["skipped_markets"][slug] = rep["skipped_markets"].get(slug, 0) + n
+        if why != "not_btc_15m":
+            rep["notes"].append(f"{slug[:60]}: {why}, window start {start} s = "
+                                f"{pd.Timestamp(min(start, 4e9), unit='s')} (skipped)")
+        rep["skip_reason"] = rep.get("skip_reason") or why
+        return []
+    events = prices if set(map(type, prices)) <= {dict} else [e for e in prices if type(e) is dict]
+    _drop(rep, "not_object", n - len(events))
+    res = doc.get("resolution")
+    res_ok = res.capitalize() if type(res) is str and res.lower() in ("up", "down") else None
+    if res is not None and res_ok is None:
+        rep["notes"].append(f"{slug}: resolution {str(res)[:40]!r} ignored")
+    said = doc.get("address")
+    if type(said) is str and said.lower() != folder:
+        rep["address_mismatch"] = said[:60]
+        rep["notes"].append(f"{slug}: file address {said[:60]} is not its folder's {folder}; "
+                            "the folder's is used")
+    return [{"address": folder, "slug": slug, "start_s": start, "resolution": res_ok,
+             "events": events, "dump": False}]
+
+
+def _drop(rep: dict, reason: str, n: int) -> None:
+    if n:
+        rep["dropped"][reason] = rep["dropped"].get(reason, 0) + n
+
+
+# ---------------------------------------------------------------- events
+def _floats(vals: list) -> np.ndarray:
+    """float64 of JSON values (numbers, numeric strings); NaN for null, bool and anything else.
+    A column of plain numbers converts in C; any other column value by value."""
+    if set(map(type, vals)) <= {int, float, type(None)}:
+        try:
+            return np.array(vals, dtype=np.float64)
+        except OverflowError:  # an integer beyond float range
+            pass
+    return np.fromiter(map(_float_or_nan, vals), np.float64, len(vals))
+
+
+def _float_or_nan(v: object) -> float:
+    if type(v) in (int, float, str):
+        try:
+            return float(v)
+        except (ValueError, OverflowError):
+            pass
+    return np.nan
+
+
+def _get(events: list, key: str) -> list:
+    """Values of `key` per event dict (None where absent), read at C speed."""
+    return list(map(dict.get, events, repeat(key)))
+
+
+def _given(vals: list) -> np.ndarray:
+    """(n,) bool: the value is neither absent nor null."""
+    return np.fromiter(map(operator.is_not, vals, repeat(None)), bool, len(vals))
+
+
+def _codes(vals: list, names: dict, missing: int, unknown: int) -> np.ndarray:
+    """Case-insensitive names -> int codes through `names` ({lower-case name: code}); `missing`
+    for null or absent, `unknown` for any other value. The usual spellings (lower, UPPER,
+    Capitalised) are looked up at C speed, the rest lower-cased by pandas."""
+    table = {None: missing, **{f(k): v for k, v in names.items()
+                               for f in (str.lower, str.upper, str.capitalize)}}
+    try:
+        out = np.fromiter(map(table.get, vals, repeat(-99)), np.int64, len(vals))
+    except TypeError:  # an unhashable value (a list, an object): every value the slow way
+        out = np.full(len(vals), -99, np.int64)
+    miss = np.flatnonzero(out == -99)
+    if len(miss):
+        s = pd.Series([vals[i] for i in miss.tolist()], dtype=object)  # the misses only
+        text = s[np.fromiter(map(isinstance, s, repeat(str)), bool, len(s))]
+        hit = text.str.lower().map(names).dropna()
+        out[miss] = np.where(s.isna().to_numpy(), missing, unknown)
+        out[miss[hit.index.to_numpy()]] = hit.to_numpy(np.int64)
+    return out
+
+
+def _first_of(events: list, names: tuple, keys: set) -> pd.Series:
+    """Per event the value of the first of `names` it holds (not null), as object."""
+    out = pd.Series(_get(events, names[0]), dtype=object)
+    for k in names[1:]:
+        if k in keys:
+            out = out.where(out.notna(), pd.Series(_get(events, k), dtype=object))
+    return out
+
+
+def _validate(events: list, unit: np.ndarray, start_ms: np.ndarray) -> dict:
+    """Validate dict events of many markets at once (unit[i] = market of events[i], start_ms
+    its window start) -> {"reason": (n,) int8 REASONS index, "cols": normalised arrays,
+    "ids": (n,) object or None, "time_unit": (n,) 0 ms / 1 s / 2 us / -1, "type": raw types}.
+    Each kind's fields are read on that kind's events only."""
+    n = len(events)
+    keys = set().union(*events)  # every field name in the batch, for the optional ones
+    raw_type = _get(events, "type")
+    kind = _codes(raw_type, _TYPES, -2, -1)
+    t = _floats(_get(events, "t"))
+    cols = {f: np.full(n, np.nan) for f in ARRAY_FIELDS if f not in ("t", "kind")}
+    given = {f: np.zeros(n, bool) for f in ("usdc", "mid", "volume")}
+    side, outcome, role = np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64)
+    ids = pd.Series([None] * n, dtype=object) if "id" in keys else None
+    for k, fields in _FIELDS.items():
+        idx = np.flatnonzero(kind == k)
+        sub = list(map(events.__getitem__, idx.tolist()))
+        for f in fields:  # the canonical name wins; its alias fills where it is absent or null
+            vals = _get(sub, f)
+            x = _floats(vals)
+            has = _given(vals) if f in given or _ALIASES.get(f) in keys else None
+            if _ALIASES.get(f) in keys:
+                alias = _get(sub, _ALIASES[f])
+                x = np.where(has, x, _floats(alias))
+                has |= _given(alias)
+            cols[f][idx] = x
+            if f in given:
+                given[f][idx] = has
+        if k == TRADE and len(idx):
+            side[idx] = _codes(_get(sub, "side"), {"buy": 1, "sell": -1}, 0, 0)
+            outcome[idx] = _codes(_get(sub, "outcome"), {"up": 0, "down": 1}, 0, -1)
+            for key in ("role", "liquidity"):  # unknown (0) where absent or unrecognised
+                if key in keys:
+                    got = _codes(_get(sub, key), {"maker": 1, "taker": 2}, 0, 0)
+                    role[idx] = np.where(role[idx] == 0, got, role[idx])
+            if {"transactionHash", "tx_hash"} & keys:
+                tx = _first_of(sub, ("transactionHash", "tx_hash"), keys)
+                ix = _first_of(sub, ("index", "logIndex", "log_index"), keys)
+                pair = tx.astype(str) + ":" + ix.astype(str)
+                pair = pair.where(tx.notna() & ix.notna(), None)
+                ids = pd.Series([None] * n, dtype=object) if ids is None else ids
+                ids.iloc[idx] = pair.to_numpy()
+    if "id" in keys:  # an explicit id wins over tx hash + index
+        raw = pd.Series(_get(events, "id"), dtype=object)
+        ids = ids.where(raw.isna(), raw.astype(str))
+
+    # times: seconds below 1e11, milliseconds below 1e14, microseconds below 1e17
+    with np.errstate(invalid="ignore"):
+        t_unit = np.select([t <= 0, t < 1e11, t < 1e14, t < 1e17], [-1, 1, 0, 2], -1)
+    ms = np.floor(np.select([t_unit == 1, t_unit == 2], [t * 1000.0, t / 1000.0], t))
+    reason = np.zeros(n, np.int8)
+
+    def fail(mask: np.ndarray, name: str) -> None:  # the first failing check names the reason
+        reason[(reason == 0) & mask] = REASONS.index(name)
+
+    p, s, u = cols["price"], cols["size"], cols["usdc"]
+    b, a, o, h, lo, c, v = (cols[k] for k in ("best_bid", "best_ask", "open", "high", "low",
+                                               "close", "volume"))
+    is_tr, is_pc, is_oh = kind == TRADE, kind == PRICE_CHANGE, kind == OHLCV
+    slack = WINDOW_SLACK_S * 1000
+    with np.errstate(invalid="ignore", over="ignore"):
+        fail(kind == -2, "missing_type")
+        fail(kind == -1, "unknown_type")
+        fail(~np.isfinite(t) | (t_unit < 0), "bad_time")
+        fail((ms < start_ms - slack) | (ms >= start_ms + MARKET_SECONDS * 1000 + slack),
+             "outside_window")
+        fail(is_tr & ~((p > 0) & (p < 1)), "bad_price")
+        fail(is_tr & ~((s > 0) & (s < 1e12)), "bad_size")
+        fail(is_tr & (side == 0), "bad_side")
+        fail(is_tr & (outcome == -1), "bad_outcome")
+        fail(is_tr & given["usdc"] & ~(np.abs(u - p * s) <= 0.01 * p * s + 0.01), "usdc_mismatch")
+        fail(is_pc & ~((b >= 0) & (b <= 1) & (a >= 0) & (a <= 1)), "bad_quote")
+        fail(is_pc & (b > a), "crossed_book")
+        mid = np.where(given["mid"], cols["mid"], (b + a) / 2)
+        fail(is_pc & ~((mid >= b - 1e-9) & (mid <= a + 1e-9)), "bad_mid")
+        px = np.stack([o, h, lo, c])  # (4, n)
+        under = ((px > 1) & (px < 1e12)).all(axis=0)
+        shape = (lo <= np.minimum(o, c)) & (h >= np.maximum(o, c))
+        fail(is_oh & ~((((px > 0) & (px < 1)).all(axis=0) | under) & shape), "bad_ohlcv")
+        fail(is_oh & given["volume"] & ~((v >= 0) & (v < 1e15)), "bad_volume")
+    if ids is not None:  # an explicit id repeated among the valid events of one market
+        has = (reason == 0) & ids.notna().to_numpy()
+        dup = pd.DataFrame({"u": unit[has], "id": ids[has].to_numpy()}).duplicated().to_numpy()
+        reason[np.flatnonzero(has)[dup]] = REASONS.index("duplicate_id")
+    # the normalised event: each field on its own kind only (NaN / 0 elsewhere)
+    cols["mid"] = np.where(is_pc, mid, np.nan)
+    cols["volume"] = np.where(is_oh, np.where(given["volume"], v, 0.0), np.nan)
+    cols.update(t=np.where(reason == 0, ms, 0).astype(np.int64),
+                kind=np.where(is_oh & under, UNDERLYING, kind).astype(np.int8),
+                side=side.astype(np.int8), outcome=np.where(is_tr, outcome, 0).astype(np.int8),
+                role=role.astype(np.int8))
+    return {"reason": reason, "cols": cols, "ids": None if ids is None else ids.to_numpy(),
+            "time_unit": np.where(reason == 0, t_unit, -1), "type": raw_type}
+
+
+def _new_report(path: str, address: str) -> dict:
+    return {"path": path, "address": address, "status": "used", "reason": None, "slugs": [],
+            "read": 0, "used": 0, "dropped": {}, "duplicate_id": 0, "identical_looking": 0,
+            "unknown_types": {}, "skipped_markets": {}, "time_units": {}, "examples": {},
+            "notes": []}
+
+
+def _parse_files(jobs: list[tuple[str, str]], max_bytes: int) -> dict:
+    """Read and validate files [(path, folder address)]; never raises. -> {"cols": arrays of
+    the used events (ARRAY_FIELDS + "unit", "fid": fill ids) sorted by (unit, t); "units": one
+    dict per market found; "reports": one per file}."""
+    try:
+        return _parse_batch(jobs, max_bytes)
+    except Exception as e:  # noqa: BLE001 - a bug must cost one file, never the run
+        if len(jobs) > 1:
+            return _concat([_parse_files([j], max_bytes) for j in jobs])
+        rep = _new_report(*jobs[0])
+        rep.update(status="quarantined", reason=f"parse_error: {type(e).__name__}: {e}"[:200])
+        return {**_parse_batch([], max_bytes), "reports": [rep]}
+
+
+def _parse_batch(jobs: list[tuple[str, str]], max_bytes: int) -> dict:
+    """_parse_files' work: read every file, validate all their events at once, count."""
+    reps, units, now_s = [], [], time.time()
+    for path, folder in jobs:
+        rep = _new_report(path, folder)
+        reps.append(rep)
+        doc, why, enc = _read_json(path, max_bytes)
+        if enc:
+            rep["encoding"] = enc
+            rep["notes"].append(f"decoded from {enc}")
+        if why:
+            rep["status"], rep["reason"] = "quarantined", why
+            continue
+        units += [{**u, "file": len(reps) - 1, "path": path}
+                  for u in _markets_of(doc, folder, rep, now_s)]
+    lens = np.array([len(u["events"]) for u in units], dtype=np.int64)
+    unit = np.repeat(np.arange(len(units), dtype=np.int64), lens)  # (n,) market of each event
+    offset = np.r_[0, np.cumsum(lens)]
+    events = list(chain.from_iterable(u.pop("events") for u in units))
+    starts = np.array([u["start_s"] for u in units], dtype=np.int64) * 1000
+    v = _validate(events, unit, starts[unit])
+    reason, cols = v["reason"], v["cols"]
+    ok = np.flatnonzero(reason == 0)
+    ok = ok[np.lexsort((cols["t"][ok], unit[ok]))]  # (used,) by (market, t), stable
+    out = {f: cols[f][ok] for f in ARRAY_FIELDS}
+    out["unit"] = unit[ok]
+    fid = v["ids"][ok] if v["ids"] is not None else np.full(len(ok), None, dtype=object)
+    out["fid"] = np.where(out["kind"] == TRADE, fid, None)  # fills merge across files by id
+
+    # per market: counts by reason, events equal in every field but the id, fills with an id
+    counts = np.bincount(unit * len(REASONS) + reason, minlength=len(units) * len(REASONS))
+    counts = counts.reshape(len(units), len(REASONS))
+    same = pd.DataFrame({f: out[f] for f in (*ARRAY_FIELDS, "unit")}).duplicated().to_numpy()
+    ident = np.bincount(out["unit"][same], minlength=len(units))
+    fills = out["kind"] == TRADE
+    n_fills = np.bincount(out["unit"][fills], minlength=len(units))
+    n_ids = np.bincount(out["unit"][fills & pd.notna(out["fid"])], minlength=len(units))
+    for i, u in enumerate(units):  # one step per market
+        rep = reps[u["file"]]
+        rep["used"] += int(counts[i, 0])
+        for r in (np.flatnonzero(counts[i, 1:]) + 1).tolist():
+            _drop(rep, REASONS[r], int(counts[i, r]))
+        rep["duplicate_id"] += int(counts[i, REASONS.index("duplicate_id")])
+        rep["identical_looking"] += int(ident[i])
+        rep["slugs"].append(u["slug"])
+        u["all_ids"] = bool(n_ids[i] == n_fills[i])
+    # the first bad value of each (market, reason), named: slug, event number, field = value
+    bad = np.flatnonzero(reason > 0)
+    first = pd.DataFrame({"u": unit[bad], "r": reason[bad], "i": bad}).drop_duplicates(["u", "r"])
+    for u_, r_, i_ in first.itertuples(index=False):
+        ev, name = events[i_], REASONS[r_]
+        shown = ", ".join(f"{f} = {str(ev.get(f, ev.get(_ALIASES.get(f, ''), 'missing')))[:40]!r}"
+                          for f in _REASON_FIELDS[name] if f in ev or f == _REASON_FIELDS[name][0])
+        reps[units[u_]["file"]]["examples"].setdefault(
+            name, f"{units[u_]['slug'][:40]} event {i_ - offset[u_]}: {shown}")
+    # times given in seconds or microseconds (converted), and unknown type names, per file
+    file_of = np.array([u["file"] for u in units], dtype=np.int64)[unit]  # (n,)
+    for key, rows, names in (
+            ("time_units", v["time_unit"] > 0, lambda r: np.array(["", "s", "us"])[
+                v["time_unit"][r]]),
+            ("unknown_types", cols["kind"] == -1, lambda r: [str(v["type"][i])[:40] for i in r])):
+        rows = np.flatnonzero(rows)  # rare: converted times, unknown types
+        for (f, k), n in pd.DataFrame({"f": file_of[rows], "k": names(rows)}).value_counts(
+                ).items():
+            reps[f][key][k] = int(n)
+    for rep in reps:
+        if rep["status"] == "used" and not rep["slugs"]:
+            rep["status"], rep["reason"] = "skipped", rep.get("skip_reason") or "no_market"
+        rep.pop("skip_reason", None)
+    return {"cols": out, "units": units, "reports": reps}
+
+
+def _concat(parts: list[dict]) -> dict:
+    """Parse results in order -> one (markets and files renumbered). Column by column, each
+    part's column freed as it is copied, so at most one column is held twice."""
+    n_units = np.cumsum([0] + [len(p["units"]) for p in parts]).tolist()
+    n_files = np.cumsum([0] + [len(p["reports"]) for p in parts]).tolist()
+    for p, du, df in zip(parts, n_units, n_files, strict=False):
+        p["cols"]["unit"] = p["cols"]["unit"] + du
+        for u in p["units"]:
+            u["file"] += df
+    cols = {k: np.concatenate([p["cols"].pop(k) for p in parts]) for k in list(parts[0]["cols"])}
+    return {"cols": cols, "units": [u for p in parts for u in p["units"]],
+            "reports": [r for p in parts for r in p["reports"]]}
+
+
+# ---------------------------------------------------------------- markets and the report
+def _assemble(parsed: dict) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
+    """Parsed files -> (events, markets, overlapping markets): one market per (address, slug)
+    (module docstring, "Several files"); moves the events a later file cannot add to
+    duplicate_market / duplicate_id in its file's report."""
+    cols, units, reps = parsed["cols"], parsed["units"], parsed["reports"]
+    um = pd.DataFrame({"address": [u["address"] for u in units], "slug": [u["slug"] for u in units],
+                       "dump": [u["dump"] for u in units], "file": [u["file"] for u in units],
+                       "all_ids": [u["all_ids"] for u in units],
+                       "resolution": [u["resolution"] for u in units]})  # a row per unit
+    # price files own a market before dumps; rank 0 = the owner, markets in its path order
+    um["rank"] = um.sort_values("dump", kind="stable").groupby(["address", "slug"]).cumcount()
+    key = pd.MultiIndex.from_frame(um[["address", "slug"]])
+    owners = np.flatnonzero(um["rank"].to_numpy() == 0)
+    um["market"] = key[owners].get_indexer(key)
+    unit_market, rank = um["market"].to_numpy(), um["rank"].to_numpy()
+    market, kind, later = unit_market[cols["unit"]], cols["kind"], rank[cols["unit"]] > 0
+    overlaps = []
+    if later.any():
+        all_ids = um.groupby("market")["all_ids"].all().to_numpy()
+        keep = ~later | ((kind == TRADE) & all_ids[market])  # later files: fills with ids only
+        fid = pd.notna(cols["fid"]) & keep
+        by_owner = np.argsort(rank[cols["unit"]][fid], kind="stable")  # the owner's fills first
+        dup = np.zeros(len(kind), bool)
+        dup[np.flatnonzero(fid)[by_owner]] = pd.DataFrame(
+            {"m": market[fid][by_owner], "id": cols["fid"][fid][by_owner]}).duplicated().to_numpy()
+        for why, mask in (("duplicate_market", ~keep), ("duplicate_id", dup)):
+            for f, n in pd.Series(um["file"].to_numpy()[cols["unit"][mask]]).value_counts().items():
+                reps[f]["used"] -= int(n)
+                _drop(reps[f], why, int(n))
+                reps[f]["duplicate_id"] += int(n) if why == "duplicate_id" else 0
+                reps[f]["examples"].setdefault(why, f"{n} events of a market another file owns")
+        cols = {k: v[keep & ~dup] for k, v in cols.items()}
+        market = unit_market[cols["unit"]]
+        for (addr, slug), g in um[um.duplicated(["address", "slug"], keep=False)].groupby(
+                ["address", "slug"]):
+            overlaps.append({"address": addr, "slug": slug, "owner": reps[g.loc[g["rank"].idxmin(),
+                             "file"]]["path"], "paths": [reps[f]["path"] for f in g["file"]]})
+    res = um.sort_values(["market", "rank"]).groupby("market")["resolution"].first()
+    own = [units[i] for i in owners]
+    mk = pd.DataFrame({
+        "address": [u["address"] for u in own], "slug": [u["slug"] for u in own],
+        "start_ms": np.array([u["start_s"] for u in own], dtype=np.int64) * 1000,
+        "resolution": [r if isinstance(r, str) else None
+                       for r in res.reindex(range(len(own))).tolist()],
+        "path": [u["path"] for u in own],
+        "n_events": np.bincount(market, minlength=len(own))})
+    mk["end_ms"] = mk["start_ms"] + MARKET_SECONDS * 1000
+    addr = pd.Categorical(mk["address"])  # categories sorted by name
+    slug = pd.Categorical(mk["slug"])
+    events = pd.DataFrame({
+        "address": pd.Categorical.from_codes(addr.codes[market], addr.categories),
+        "slug": pd.Categorical.from_codes(slug.codes[market], slug.categories),
+        "market": market.astype(np.int32), **{f: cols[f] for f in ARRAY_FIELDS}}, copy=False)
+    a_code, t = addr.codes[market].astype(np.int64), cols["t"]
+    if np.any((np.diff(a_code) < 0) | ((np.diff(a_code) == 0) & (np.diff(t) < 0))):
+        events = events.iloc[np.lexsort((t, a_code))].reset_index(drop=True)  # (address, t)
+    return events, mk, overlaps
+
+
+def _summary(reps: list[dict], refused: list, overlaps: list, cfg: IngestionConfig) -> dict:
+    """The report: per-file counts (read == used + dropped checked per file) and totals."""
+    reps = reps + [{**_new_report(p, ""), "status": "skipped", "reason": why} for p, why in refused]
+    tot = Counter()
+    for rep in reps:
+        rep["dropped"] = dict(sorted(rep["dropped"].items()))
+        rep["reconciles"] = rep["read"] == rep["used"] + sum(rep["dropped"].values())
+        tot.update({k: rep[k] for k in ("read", "used", "duplicate_id", "identical_looking")})
+    merged = {k: Counter() for k in ("dropped", "unknown_types", "skipped_markets", "time_units")}
+    examples = {}
+    for rep in reps:
+        for k, c in merged.items():
+            c.update(rep[k])
+        for why, text in rep["examples"].items():
+            examples.setdefault(why, f"{rep['path']}: {text}")
+    status = Counter(r["status"] for r in reps)
+    totals = {**{k: int(tot[k]) for k in ("read", "used", "duplicate_id", "identical_looking")},
+              "dropped": dict(sorted(merged["dropped"].items())),
+              "dropped_total": sum(merged["dropped"].values()),
+              "unknown_types": dict(merged["unknown_types"]),
+              "time_units": dict(merged["time_units"]), "files_found": len(reps),
+              **{f"files_{s}": status[s] for s in ("used", "quarantined", "skipped")}}
+    return {
+        "config": asdict(cfg), "window_slack_s": WINDOW_SLACK_S, "totals": totals,
+        "reconciles": totals["read"] == totals["used"] + totals["dropped_total"]
+        and all(r["reconciles"] for r in reps),
+        "quarantined": [{"path": r["path"], "reason": r["reason"]} for r in reps
+                        if r["status"] == "quarantined"],
+        "skipped": [{"path": r["path"], "reason": r["reason"]} for r in reps
+                    if r["status"] == "skipped"],
+        "skipped_markets": dict(sorted(merged["skipped_markets"].items())),
+        "examples": dict(sorted(examples.items())), "overlapping_markets": overlaps,
+        "address_mismatches": [{"path": r["path"], "folder": r["address"],
+                                "file_address": r["address_mismatch"]}
+                               for r in reps if "address_mismatch" in r],
+        "files": reps}
+
+
+def _load(cfg: IngestionConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """load_events without the error for a data dir that holds no usable market."""
+    paths, refused = _find_files(Path(cfg.data_dir))
+    jobs = [(p, os.path.basename(os.path.dirname(p)).lower()) for p in paths]
+    batches, size = [[]], 0
+    for job in jobs:  # about BATCH_BYTES of JSON each, in path order
+        if size >= BATCH_BYTES:
+            batches, size = [*batches, []], 0
+        batches[-1].append(job)
+        size += os.stat(job[0]).st_size
+    max_bytes = int(cfg.max_file_mb * 2**20)
+    workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(batches)))
+    bar = tqdm(total=len(jobs), desc="ingest", unit="file", disable=None)
+    parts = []
+    with ProcessPoolExecutor(workers) if workers > 1 else _InProcess() as pool:
+        for b, part in zip(batches, pool.map(_parse_files, batches, repeat(max_bytes)),
+                           strict=True):
+            parts.append(part)
+            bar.update(len(b))
+    bar.close()
+    parsed = _concat(parts)
+    events, markets, overlaps = _assemble(parsed)
+    return events, markets, _summary(parsed["reports"], refused, overlaps, cfg)
+
+
+class _InProcess:
+    """The executor interface, run in this process (--workers 1)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def map(self, fn, *iterables):
+        return map(fn, *iterables)
+
+
+def _check_flags(cfg: IngestionConfig) -> int:
+    """IngestionError for a bad flag, before any file is read; -> the bar length in ms."""
+    if cfg.workers < 0:
+        raise IngestionError(f"--workers {cfg.workers} must be >= 0 (0 = all cores)")
+    if not cfg.max_file_mb > 0:
+        raise IngestionError(f"--max_file_mb {cfg.max_file_mb} must be > 0")
+    if not Path(cfg.data_dir).is_dir():
+        raise IngestionError(f"data_dir {cfg.data_dir} does not exist; pass --data_dir with the "
+                             f"folder that holds {{address}}/{PRICE_FILE_GLOB}")
+    return interval_ms(cfg.bar_interval)
+
+
+def _no_market(cfg: IngestionConfig, report: dict, where: str) -> IngestionError:
+    tot = report["totals"]
+    return IngestionError(f"no usable price file under {cfg.data_dir} ({tot['files_found']} "
+                          f"files found, {tot['files_quarantined']} quarantined, "
+                          f"{tot['files_skipped']} skipped); {where}")
 
 
 def load_price_file(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
-    """One file -> (events sorted by (market, t), report). Never raises; a bad file gives an
-    empty table and a report with status "quarantined" (or "skipped") and the reason."""
+    """One file -> (its events sorted by (market, t), its report). Never raises; a bad file
+    gives an empty table and a report with status "quarantined" (or "skipped") and the reason."""
     path = Path(path)
-    parsed = parse_files([(str(path), path.parent.name)])
-    return _frame(parsed), parsed["reports"][0]
-
-
-def _find_files(data_dir: Path) -> list[tuple[str, str]]:
-    """(path, address) of every price file and data-api dump under data_dir, sorted by path,
-    each once; address = the parent folder's name."""
-    found, todo = [], [os.fspath(data_dir)]
-    while todo:  # os.scandir: d_type says file or folder, so no stat and no Path per file
-        with os.scandir(todo.pop()) as it:
-            for e in it:
-                if e.is_dir(follow_symlinks=False):  # as os.walk: no symlinked folders
-                    todo.append(e.path)
-                elif e.is_file() and (fnmatch.fnmatchcase(e.name, PRICE_FILE_GLOB)
-                                      or fnmatch.fnmatchcase(e.name, DATA_API_GLOB)):
-                    found.append(e.path)
-    found.sort()
-    return [(f, os.path.basename(os.path.dirname(f))) for f in found]
-
-
-def _keep_heap() -> None:
-    """Pool-worker initializer: glibc keeps a worker's freed heap for its next batch. By default
-    it hands the heap top back to the OS whenever more than twice its (dynamic) mmap threshold is
-    free, so each batch's numpy temporaries were faulted in again: 15,000-18,000 page faults per
-    worker on the 30-day demo (~4 us each on a VM; worker CPU -5 % without them, BENCHMARKS.md
-    "Ingestion", seventh round). Only the pool's own short-lived workers are tuned, never the
-    caller's process. A no-op where the C library has no mallopt."""
-    try:  # the running process's own symbols: libc is loaded, no find_library subprocess
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, TypeError, AttributeError):  # no dlopen(NULL) (Windows), no mallopt (macOS)
-        return
-    mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD: blocks under 32 MiB come from the heap, reused
-    mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD: the heap top is kept up to 256 MiB free
+    parsed = _parse_files([(str(path), path.parent.name.lower())], 64 << 20)
+    events, _, _ = _assemble(parsed)
+    rep = _summary(parsed["reports"], [], [], IngestionConfig())["files"][0]
+    return events.sort_values(["market", "t"], kind="stable").reset_index(drop=True), rep
 
 
 def load_events(cfg: IngestionConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Parse every file under cfg.data_dir (process pool over batches of files) ->
-    (events, markets, report).
+    """Parse every file under cfg.data_dir -> (events, markets, report).
 
     events: EVENT_COLUMNS sorted by (address, t), stable; markets: one row per (address, slug)
-    with start_ms, end_ms, resolution, path, n_events (events.market is its row); report:
-    per-file and total counts. Raises IngestionError when data_dir is missing or holds no
-    usable price file."""
-    data_dir = Path(cfg.data_dir)
-    if not data_dir.is_dir():
-        raise IngestionError(f"data_dir {data_dir} does not exist; pass --data_dir with the "
-                             f"folder that holds {{address}}/{PRICE_FILE_GLOB}")
-    jobs = _find_files(data_dir)
-    workers = cfg.workers if cfg.workers > 0 else (os.cpu_count() or 1)
-    workers = max(1, min(workers, len(jobs)))
-    # batches of files: validation is vectorised over a whole batch; at most 64 files, because
-    # holding 256 files of dicts at once cost 1.3-1.5x their orjson.loads time (cache misses)
-    size = max(1, min(64, -(-len(jobs) // (workers * 4))))
-    batches = [jobs[i:i + size] for i in range(0, len(jobs), size)]
-    bar = tqdm(total=len(jobs), desc="ingest", unit="file", disable=None)
-    parts = []
-    if workers == 1:
-        for b in batches:
-            parts.append(parse_files(b))
-            bar.update(len(b))
-    else:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_keep_heap) as pool:
-            for b, part in zip(batches, pool.map(parse_files_packed, batches), strict=True):
-                parts.append(part)
-                bar.update(len(b))
-    bar.close()
-    parsed = merge_parsed(parts) if parts else parse_files([])
-    files, keep, seen = parsed["reports"], [], set()
-    by_path = {f["path"]: f for f in files}
-    for m in parsed["markets"]:
-        key = (m["address"], m["slug"])
-        if key in seen:  # the first file in path order owns the market
-            rep, n = by_path[m["path"]], m["hi"] - m["lo"]
-            rep["used"] -= n
-            rep["dropped"]["duplicate_market"] = rep["dropped"].get("duplicate_market", 0) + n
-            rep["notes"].append(f"{m['slug']}: duplicate of an earlier file, not used")
-            finish_report(rep)  # its counts changed: sort them and re-check the reconciliation
-            continue
-        seen.add(key)
-        keep.append(m)
-    arr = parsed["arrays"]
-    if len(keep) < len(parsed["markets"]):
-        mask = np.zeros(len(arr["t"]), bool)
-        for m in keep:
-            mask[m["lo"]:m["hi"]] = True
-        arr = {k: v[mask] for k, v in arr.items()}
-    lens = [m["hi"] - m["lo"] for m in keep]
-    arr["unit"] = np.repeat(np.arange(len(keep), dtype=np.int32), lens)
-    off = np.r_[0, np.cumsum(lens)]
-    keep = [{**m, "lo": int(off[i]), "hi": int(off[i + 1])} for i, m in enumerate(keep)]
-    events = _frame({"arrays": arr, "markets": keep})
-    codes = events["address"].cat.codes.to_numpy().astype(np.int64)
-    key = codes * KEY_STRIDE + events["t"].to_numpy()
-    if np.any(key[1:] < key[:-1]):  # sort by (address, t), stable, only when needed
-        events = events.iloc[np.argsort(key, kind="stable")].reset_index(drop=True)
-    mk = pd.DataFrame({
-        "address": [m["address"] for m in keep], "slug": [m["slug"] for m in keep],
-        "start_ms": np.array([m["start_s"] for m in keep], np.int64) * 1000,
-        "resolution": [m["resolution"] for m in keep], "path": [m["path"] for m in keep],
-        "n_events": lens})
-    mk["end_ms"] = mk["start_ms"] + MARKET_SECONDS * 1000
-    report = summarize_reports(files, asdict(cfg))
-    if mk.empty:
-        raise IngestionError(f"no usable price file under {data_dir} ({len(jobs)} files found, "
-                             f"{report['totals']['files_quarantined']} quarantined, "
-                             f"{report['totals']['files_skipped']} skipped); see the report")
-    return events, mk, report
+    with start_ms, resolution, path, n_events, end_ms (events.market is its row); report: per
+    file and total counts. Writes nothing. IngestionError when data_dir is missing or holds no
+    usable market."""
+    _check_flags(cfg)
+    events, markets, report = _load(cfg)
+    if markets.empty:
+        raise _no_market(cfg, report, "see the per-file reasons with data_ingestion.py")
+    return events, markets, report
 
 
 def quotes_and_fills(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -260,20 +775,196 @@ def quotes_and_fills(events: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return out[0], out[1]
 
 
+# ---------------------------------------------------------------- bars
+def interval_ms(bar_interval: str) -> int:
+    """Milliseconds of a fixed pandas offset alias; IngestionError for anything else."""
+    try:
+        with warnings.catch_warnings():  # pandas warns about deprecated aliases; we judge it
+            warnings.simplefilter("ignore")
+            ms = pd.Timedelta(pd.tseries.frequencies.to_offset(bar_interval)).value // 1_000_000
+    except (ValueError, TypeError):
+        ms = 0
+    if ms < 1:
+        raise IngestionError(f"bar_interval {bar_interval!r} is not a fixed pandas offset "
+                             "alias of at least 1 ms; use e.g. 15min, 1min, 30s or 1h")
+    return int(ms)
+
+
+def _per_row(rows: np.ndarray, vals: np.ndarray, n: int, how: str) -> np.ndarray:
+    """(n,) how = first | last | max | min of vals per bar row; NaN for rows without values."""
+    out = np.full(n, np.nan)
+    if len(rows):
+        got = pd.Series(vals).groupby(rows, sort=False).agg(how)
+        out[got.index.to_numpy()] = got.to_numpy()
+    return out
+
+
+def _sum_per_row(rows: np.ndarray, vals: np.ndarray | None, n: int) -> np.ndarray:
+    """(n,) sums (counts when vals is None) per bar row, added in event order."""
+    return np.bincount(rows, vals, minlength=n)
+
+
+def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = "15min"
+               ) -> pd.DataFrame:
+    """Event table + markets table (from load_events) -> the bar table (BAR_COLUMNS).
+
+    One row per (address, bar_start), continuous per address, sorted; docs/INTERFACES.md says
+    what each column holds. Position statistics land in `bars.attrs["positions"]`.
+    IngestionError when an event's address is not its market's."""
+    iv = interval_ms(bar_interval)
+    if len(events) == 0:
+        return pd.DataFrame({c: [] for c in BAR_COLUMNS})
+    cat = events["address"]
+    cat = cat if isinstance(cat.dtype, pd.CategoricalDtype) else cat.astype(str).astype("category")
+    codes = cat.cat.codes.to_numpy().astype(np.int64)
+    used = np.flatnonzero(np.bincount(codes, minlength=len(cat.cat.categories)))
+    names = cat.cat.categories.astype(str).to_numpy(dtype=object)[used]
+    addrs, remap = np.sort(names), np.zeros(len(cat.cat.categories), np.int64)
+    remap[used[np.argsort(names)]] = np.arange(len(used))
+    ac = remap[codes]  # (n,) address code in name order
+    ev = events
+    if np.any((np.diff(ac) < 0) | ((np.diff(ac) == 0) & (np.diff(ev["t"].to_numpy()) < 0))):
+        order = np.lexsort((ev["t"].to_numpy(), ac))  # load_events already sorts this way
+        ev, ac = ev.iloc[order].reset_index(drop=True), ac[order]
+    c = {f: ev[f].to_numpy() for f in ARRAY_FIELDS}
+    t, kind, mkt = c["t"], c["kind"], ev["market"].to_numpy().astype(np.int64)
+    m_ac = pd.Categorical(markets["address"].astype(str), categories=addrs).codes.astype(np.int64)
+    wrong = np.flatnonzero(m_ac[mkt] != ac)  # else a settlement would land on no timeline
+    if len(wrong):
+        i = int(wrong[0])
+        raise IngestionError(
+            f"build_bars: {len(wrong)} events carry an address other than their market's: event "
+            f"at t={int(t[i])} of market {markets['slug'].iloc[mkt[i]]!r} has address "
+            f"{addrs[ac[i]]!r}, the markets table "
+            f"{markets['address'].iloc[mkt[i]]!r}")
+    start_ms, end_ms = markets["start_ms"].to_numpy(), markets["end_ms"].to_numpy()
+
+    # marks (Up-token prices: quote mids, token closes, fills' Up prices) and the ledger
+    up_price = np.where(c["outcome"] == 0, c["price"], 1.0 - c["price"])
+    val = np.select([kind == PRICE_CHANGE, kind == OHLCV], [c["mid"], c["close"]], up_price)
+    m = np.flatnonzero(kind <= OHLCV)
+    m = m[np.lexsort((t[m], mkt[m]))]
+    mark = (mkt[m], t[m], val[m])  # sorted by (market, t)
+    pay_up, pay_src = positions.settlement_prices(end_ms, markets["resolution"].to_numpy(
+        dtype=object), mark)
+    tr = np.flatnonzero(kind == TRADE)
+    led = positions.ledger(mkt[tr], c["outcome"][tr].astype(np.int64), t[tr],
+                           c["side"][tr] * c["size"][tr], c["price"][tr], tr, end_ms, pay_up)
+    led_t, led_mkt, led_settle = (led[k].to_numpy() for k in ("t", "market", "settle"))
+    led_ac = m_ac[led_mkt]
+
+    # timeline: per address, every bar from its first event (or settlement) to its last
+    ev_b, led_b = t - t % iv, led_t - led_t % iv
+    bounds = np.searchsorted(ac, np.arange(len(addrs) + 1))  # events sorted by address
+    first, last = ev_b[bounds[:-1]].copy(), ev_b[bounds[1:] - 1].copy()
+    np.minimum.at(first, led_ac, led_b)
+    np.maximum.at(last, led_ac, led_b)
+    nrows = (last - first) // iv + 1
+    off = np.r_[0, np.cumsum(nrows)]
+    n = int(off[-1])
+    row_addr = np.repeat(np.arange(len(addrs)), nrows)
+    row_start = first[row_addr] + (np.arange(n) - off[row_addr]) * iv
+    ev_row = off[ac] + (ev_b - first[ac]) // iv  # (n_events,) ascending
+    led_row = off[led_ac] + (led_b - first[led_ac]) // iv
+    bars = {}
+
+    # the Up token: events inside their own market's window, the best source per bar
+    tok = (t >= start_ms[mkt]) & (t < end_ms[mkt]) & (kind <= OHLCV)
+    rank = np.select([kind == PRICE_CHANGE, kind == OHLCV], [0, 1], 2)
+    best = np.full(n, 9)
+    np.minimum.at(best, ev_row[tok], rank[tok])
+    si = np.flatnonzero(tok & (rank == best[ev_row]))  # (n_sel,) the chosen events
+    r, is_oh = ev_row[si], kind[si] == OHLCV
+    base = np.where(kind[si] == TRADE, up_price[si], c["mid"][si])  # quotes and fills
+    for f, how in (("open", "first"), ("high", "max"), ("low", "min"), ("close", "last")):
+        bars[f] = _per_row(r, np.where(is_oh, c[f][si], base), n, how)
+    oh, fill, pc = tok & (kind == OHLCV), tok & (kind == TRADE), tok & (kind == PRICE_CHANGE)
+    bars["volume"] = np.where(_sum_per_row(ev_row[oh], None, n) > 0,
+                              _sum_per_row(ev_row[oh], c["volume"][oh], n),
+                              _sum_per_row(ev_row[fill], c["size"][fill], n))
+    n_pc = _sum_per_row(ev_row[pc], None, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        bars["spread"] = _sum_per_row(ev_row[pc], c["best_ask"][pc] - c["best_bid"][pc],
+                                      n) / np.where(n_pc > 0, n_pc, np.nan)
+    bars["has_data"] = ~np.isnan(bars["close"])
+
+    # the underlying: a candle repeated in several files of one address counts once
+    ui = np.flatnonzero(kind == UNDERLYING)
+    ui = ui[~pd.DataFrame({"a": ac[ui], "t": t[ui]}).duplicated().to_numpy()]
+    r = ev_row[ui]
+    for name, how in (("open", "first"), ("high", "max"), ("low", "min"), ("close", "last")):
+        bars[f"u_{name}"] = _per_row(r, c[name][ui], n, how)
+    bars["u_volume"] = np.where(_sum_per_row(r, None, n) > 0,
+                                _sum_per_row(r, c["volume"][ui], n), np.nan)
+    bars["has_underlying"] = ~np.isnan(bars["u_close"])
+
+    # the trader's fills and positions
+    r, cash = ev_row[tr], (c["price"] * c["size"])[tr]
+    bars["n_trades"] = _sum_per_row(r, None, n).astype(np.int64)
+    up_sign = np.where(c["outcome"][tr] == 0, 1.0, -1.0)
+    bars["net_shares"] = _sum_per_row(r, c["side"][tr] * c["size"][tr] * up_sign, n)
+    bars["buy_usdc"] = _sum_per_row(r, np.where(c["side"][tr] > 0, cash, 0.0), n)
+    bars["sell_usdc"] = _sum_per_row(r, np.where(c["side"][tr] < 0, cash, 0.0), n)
+    bars.update(positions.bar_positions(led, led_row, led_ac, row_addr, row_start, iv, mark))
+
+    # the market whose window contains bar_start: its slug and what its Up token paid
+    m_ok = m_ac >= 0  # markets of addresses that have bars
+    rows_of = np.clip(-(-(np.c_[start_ms, end_ms] - first[m_ac, None]) // iv), 0,
+                      nrows[m_ac, None]) + off[m_ac, None]  # (markets, 2) row range
+    lens = np.where(m_ok, rows_of[:, 1] - rows_of[:, 0], 0)
+    which = np.full(n, -1)
+    which[np.repeat(rows_of[:, 0], lens) + np.arange(lens.sum()) - np.repeat(
+        np.cumsum(lens) - lens, lens)] = np.repeat(np.arange(len(markets)), lens)
+    inside = which >= 0  # market windows of one address never overlap (15-min grid)
+    slug = np.where(inside, markets["slug"].astype(str).to_numpy(dtype=object)[which], None)
+    settle_up = np.where(inside, pay_up[which] if len(pay_up) else np.nan, np.nan)
+    out = pd.DataFrame({"address": addrs.astype(object)[row_addr],
+                        "bar_start": pd.to_datetime(row_start, unit="ms", utc=True),
+                        "slug": slug, "settle_up": settle_up, **bars})[BAR_COLUMNS]
+    traded = np.unique(led_mkt[led_settle])
+    out.attrs["positions"] = {
+        "oversold_trades": int(led["oversold"].sum()),
+        "post_end_trades": int(led["post_end"].sum()), "markets_traded": len(traded),
+        "settlement_source": {str(k): int(v) for k, v in Counter(pay_src[traded].tolist()).items()},
+        "settled_pnl": float(bars["realized_pnl"][off[1:] - 1].sum())}
+    return out
+
+
+def forward_filled(bars: pd.DataFrame, column: str = "close") -> pd.Series:
+    """`column` forward-filled within each address (a filled value is NOT data: has_data stays
+    False there); for features that need a value on every bar."""
+    return bars.groupby("address", sort=False)[column].ffill()
+
+
 # ---------------------------------------------------------------- stage
 def run(cfg: IngestionConfig) -> pd.DataFrame:
-    """Load, validate and bar the data dir; write {out_dir}/ingestion_report.json atomically;
-    return the bar table. Raises IngestionError on user errors (one-line message)."""
-    interval_ms(cfg.bar_interval)  # fail on a bad flag before reading any file
-    events, markets, report = load_events(cfg)
-    bars = build_bars(events, markets, cfg.bar_interval)
-    report["positions"] = bars.attrs.get("positions", {})
-    report["bars"] = {"rows": len(bars), "addresses": int(bars["address"].nunique()),
-                      "bar_interval": cfg.bar_interval,
-                      "rows_with_data": int(bars["has_data"].sum())}
-    atomic_write(Path(cfg.out_dir) / "ingestion_report.json",
-                  orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-    return bars
+    """Load, validate and bar the data dir; write {out_dir}/ingestion_report.json atomically
+    whatever happens once files are read; return the bar table. IngestionError (one line) on a
+    bad flag (nothing written) or when no file is usable (the message names the report)."""
+    _check_flags(cfg)
+    path = Path(cfg.out_dir) / "ingestion_report.json"
+    report = {"config": asdict(cfg)}
+    try:
+        events, markets, report = _load(cfg)
+        if markets.empty:
+            raise _no_market(cfg, report, f"report: {path}")
+        bars = build_bars(events, markets, cfg.bar_interval)
+        report["positions"] = bars.attrs.get("positions", {})
+        report["bars"] = {"rows": len(bars), "addresses": int(bars["address"].nunique()),
+                          "bar_interval": cfg.bar_interval,
+                          "rows_with_data": int(bars["has_data"].sum())}
+        span = bars.groupby("address")["bar_start"].agg(["min", "max", "size"])
+        report["addresses"] = {a: {"first_bar": str(r["min"]), "last_bar": str(r["max"]),
+                                   "rows": int(r["size"]),
+                                   "markets": int((markets["address"] == a).sum())}
+                               for a, r in span.iterrows()}
+        return bars
+    except Exception as e:
+        report["error"] = (str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}")[:300]
+        raise
+    finally:
+        atomic_write(path, orjson.dumps(report, option=orjson.OPT_INDENT_2
+                                        | orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS))
 
 
 def write_bars(bars: pd.DataFrame, path: Path) -> None:
@@ -286,21 +977,21 @@ def write_bars(bars: pd.DataFrame, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_config_args(p, IngestionConfig)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_args(p, IngestionConfig, help_suffix="")
     cfg = IngestionConfig(**vars(p.parse_args(argv)))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if cfg.workers < 0:
-        print(f"error: --workers {cfg.workers} must be >= 0 (0 = all cores)", file=sys.stderr)
-        raise SystemExit(2)
     try:
         bars = run(cfg)
-    except IngestionError as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     write_bars(bars, Path(cfg.out_dir) / "bars.parquet")
     rep = orjson.loads((Path(cfg.out_dir) / "ingestion_report.json").read_bytes())
     tot = rep["totals"]
+    for why, text in rep["examples"].items():
+        log.warning("dropped %s, e.g. %s", why, text)
     log.info("%d bars for %d address(es); events read %d used %d dropped %d; files quarantined "
              "%d skipped %d -> %s", len(bars), bars["address"].nunique(), tot["read"],
              tot["used"], tot["dropped_total"], tot["files_quarantined"], tot["files_skipped"],

@@ -1,11 +1,10 @@
 """Tests for data_ingestion: real fills, data-api dumps, hand-worked accounting, bars, the report,
-the CLI and the truncation (no-leakage) property. The fuzz test is in test_data_ingestion_fuzz.py.
+the CLI and the truncation (no-leakage) property. The fuzz test is in test_data_ingestion_fuzz.py;
+hostile input (times, files, identity) in tests/test_ingestion_*.py.
 """
 
 from __future__ import annotations
 
-import multiprocessing
-import platform
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,6 @@ import pandas as pd
 import pytest
 from conftest import FIXTURES, REPO
 
-import _ingestion_positions
 from data_ingestion import (
     BAR_COLUMNS,
     MARKET_SECONDS,
@@ -74,14 +72,15 @@ def test_gabagool22_real_fills_shares_and_settled_pnl(tmp_path):
     tot = report["totals"]
     assert tot["read"] == tot["used"] == 749 and tot["dropped_total"] == 0
     assert tot["duplicate_id"] == 0 and tot["identical_looking"] > 0  # real identical fills kept
-    events, markets, _ = load_events(IngestionConfig(data_dir=str(GABA), workers=1))
-    pay, src = _ingestion_positions.settlement_prices(markets, _ingestion_positions.marks(events))
-    assert pay.tolist() == [1.0] and src.tolist() == ["resolution"]
-    led = _ingestion_positions.ledger(events, markets, pay)
-    before = {("Up", "Down")[o]: -dq for o, dq in
-              zip(led["outcome"][led["settle"]], led["dq"][led["settle"]], strict=True)}
-    assert round(before["Up"], 2) == 4376.82
-    assert round(before["Down"], 2) == 4343.01
+    assert report["positions"]["settlement_source"] == {"resolution": 1}  # resolution Up
+    doc = orjson.loads(next(GABA.rglob("*.json")).read_bytes())
+    fills = pd.DataFrame(doc["prices"])
+    signed = np.where(fills["side"] == "BUY", 1, -1) * fills["size"]
+    held = {o: signed[fills["outcome"] == o].sum() for o in ("Up", "Down")}  # before settling
+    assert round(held["Up"], 2) == 4376.82 and round(held["Down"], 2) == 4343.01
+    # settled P&L = what the Up shares pay (1 each, Down pays 0) - the net cash paid
+    cash = bars["buy_usdc"].sum() - bars["sell_usdc"].sum()
+    assert bars["realized_pnl"].iloc[-1] == pytest.approx(held["Up"] - cash, abs=1e-9)
     assert round(bars["realized_pnl"].iloc[-1], 2) == 4.39
     assert round(bars["pnl"].sum(), 2) == 4.39
     assert bars["settled"].iloc[-1] and bars["settled"].sum() == 1
@@ -89,8 +88,6 @@ def test_gabagool22_real_fills_shares_and_settled_pnl(tmp_path):
     assert bars["n_trades"].sum() == 749
     assert round(bars["net_shares"].sum(), 2) == round(4376.82 - 4343.01, 2)
     # the inventory before the settlement bar equals the running net of the fixture's fills
-    doc = orjson.loads(next(GABA.rglob("*.json")).read_bytes())
-    fills = pd.DataFrame(doc["prices"])
     cut = bars["bar_start"].iloc[-2].value // 10**6 + 60_000
     early = fills[fills["t"] < cut]
     signed = np.where(early["side"] == "BUY", 1, -1) * early["size"]
@@ -212,128 +209,20 @@ def test_pool_matches_in_process(tmp_path):
         write_market(tmp_path, s, [quote(int(x), 0.4, 0.45, start=s) for x in rng.integers(0, 900, 20)]
                      + [trade(int(x), 0.42, "BUY", 3.0, "Down", start=s)
                         for x in rng.integers(0, 900, 3)])
-        write_market(tmp_path, s + 60, [  # every kind, optional fields given and absent
-            {"type": "ohlcv", "t": s * 1000, "open": 0.4, "high": 0.5, "low": 0.3, "close": 0.45},
-            {"type": "ohlcv", "t": s * 1000, "open": 9e4, "high": 9.1e4, "low": 8.9e4,
-             "close": 9e4, "volume": -0.0}, quote(5, 0.4, 0.5, start=s, mid=0.45),
-            trade(7, 0.25, "SELL", 2.0, "Up", start=s, usdc=0.5), {"type": "x", "t": 1}],
-            slug=f"btc-updown-15m-{s + 60}")
+        s2 = s + 6 * MARKET_SECONDS
+        write_market(tmp_path, s2, [  # every kind, optional fields given and absent
+            {"type": "ohlcv", "t": s2 * 1000, "open": 0.4, "high": 0.5, "low": 0.3, "close": 0.45},
+            {"type": "ohlcv", "t": s2 * 1000, "open": 9e4, "high": 9.1e4, "low": 8.9e4,
+             "close": 9e4, "volume": -0.0}, quote(5, 0.4, 0.5, start=s2, mid=0.45),
+            trade(7, 0.25, "SELL", 2.0, "Up", start=s2, usdc=0.5), {"type": "x", "t": 1}])
     one, r1 = ingest(tmp_path / ADDR, tmp_path / "o1", "1min", workers=1)
     two, r2 = ingest(tmp_path / ADDR, tmp_path / "o2", "1min", workers=2)
     pd.testing.assert_frame_equal(one, two)
-    assert r1["totals"] == r2["totals"]
-    cfg = IngestionConfig(data_dir=str(tmp_path / ADDR), workers=1)  # the packed transfer
-    e1, m1, _ = load_events(cfg)
+    assert r1["totals"] == r2["totals"] and r1["totals"]["dropped"] == {"unknown_type": 6}
+    e1, m1, _ = load_events(IngestionConfig(data_dir=str(tmp_path / ADDR), workers=1))
     e2, m2, _ = load_events(IngestionConfig(data_dir=str(tmp_path / ADDR), workers=2))
     pd.testing.assert_frame_equal(e1, e2)
     pd.testing.assert_frame_equal(m1, m2)
-
-
-HEAP_CHURN = """
-import resource, sys
-import numpy as np
-sys.path.insert(0, {repo!r})
-if {keep}:
-    from data_ingestion import _keep_heap
-    _keep_heap()
-for i in range(6):  # a batch's worth of arrays alive at once, then freed, as a worker does
-    if i == 2:
-        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    live = [np.ones(1 << 17) for _ in range(8)]  # 8 x 1 MiB
-    del live
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-"""
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's heap and mallopt")
-def test_pool_workers_keep_their_heap_between_batches():
-    """glibc by default returns a freed heap top to the OS, so each batch faults its pages in
-    again; after _keep_heap (the pool's initializer) the later batches reuse them."""
-    def faults(keep):
-        code = HEAP_CHURN.format(repo=str(REPO), keep=keep)
-        return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                  check=True).stdout)
-    default, kept = faults(False), faults(True)
-    assert default > 4 * 1000  # 4 rounds x 8 MiB: ~2,000 pages faulted in again per round
-    assert kept < default / 20
-
-
-@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
-                    reason="a monkeypatched initializer reaches the workers by fork only")
-def test_every_pool_worker_runs_the_heap_initializer(tmp_path, monkeypatch):
-    import data_ingestion
-
-    for s in (START, START + 900):
-        write_market(tmp_path, s, [quote(5, 0.4, 0.5, start=s)])
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    monkeypatch.setattr(data_ingestion, "_keep_heap",
-                        lambda: (marks / str(data_ingestion.os.getpid())).touch())
-    load_events(IngestionConfig(data_dir=str(tmp_path / ADDR), workers=2))
-    assert len(list(marks.iterdir())) == 2  # the fork pool runs it once in each worker
-
-
-def test_packed_parts_merge_like_plain_ones():
-    from _ingestion_merge import merge_parsed, pack_parsed
-
-    def part(x: np.ndarray) -> dict:
-        n = len(x)
-        return {"arrays": {"unit": np.zeros(n, np.int32), "t": np.arange(n, dtype=np.int64),
-                           "price": x, "kind": np.ones(n, np.int8)},
-                "markets": [{"lo": 0, "hi": n}], "reports": [{"n": n}]}
-
-    parts = [part(np.array([np.nan, -0.0, 1.5, np.nan, 2.0, 3.0, 4.0, 5.0, 6.0])),
-             part(np.zeros(0)), part(np.array([np.nan])), part(np.array([7.0, -np.inf]))]
-    plain = merge_parsed(parts)
-    for mix in ([pack_parsed(p) for p in parts], [pack_parsed(parts[0]), *parts[1:]]):
-        got = merge_parsed(mix)
-        assert got["markets"] == plain["markets"] and got["reports"] == plain["reports"]
-        for k, v in plain["arrays"].items():
-            assert got["arrays"][k].dtype == v.dtype
-            assert np.array_equal(got["arrays"][k], v, equal_nan=True), k
-    assert np.signbit(merge_parsed([pack_parsed(parts[0])])["arrays"]["price"][1])  # -0.0 kept
-    assert plain["arrays"]["unit"].tolist() == [0] * 9 + [2, 3, 3]
-
-
-def test_parse_pauses_the_collector_and_restores_it(tmp_path, monkeypatch):
-    import gc
-
-    import _ingestion_parse
-
-    jobs = [(str(write_market(tmp_path / "data", START + 900 * k,
-                               [quote(s, 0.4, 0.6) for s in range(1, 400)])), ADDR)
-            for k in range(3)]
-    runs = []
-    gc.callbacks.append(cb := lambda phase, info: runs.append(info["generation"]))
-    old = gc.get_threshold()
-    try:
-        gc.set_threshold(10)  # a collection every 10 allocations, unless paused
-        got = _ingestion_parse.parse_files(jobs)
-        assert runs == [] and gc.isenabled()
-        assert [r["used"] for r in got["reports"]] == [399] * 3
-        gc.disable()
-        _ingestion_parse.parse_files(jobs)
-        assert not gc.isenabled()  # a caller's own pause is left as it was
-        gc.enable()
-        calls = []
-
-        def fail_once(*a):  # the batch fails once: the per-file fallback runs, still paused
-            calls.append(1)
-            if len(calls) == 1:
-                raise RuntimeError("boom")
-            return real(*a)
-        real = _ingestion_parse.validate_events
-        monkeypatch.setattr(_ingestion_parse, "validate_events", fail_once)
-        runs.clear()  # the test's own allocations above may have collected
-        got = _ingestion_parse.parse_files(jobs)
-        assert runs == [] and gc.isenabled()  # checked first: the test allocates after it
-        assert len(calls) == 4 and [r["used"] for r in got["reports"]] == [399] * 3
-        gc.collect()
-        assert runs  # the callback does see collections outside the parse
-    finally:
-        gc.callbacks.remove(cb)
-        gc.set_threshold(*old)
-        gc.enable()
 
 
 # ---------------------------------------------------------------- report, quarantine, CLI
@@ -438,8 +327,10 @@ def test_cli_writes_parquet_and_report_and_user_errors_exit_2(tmp_path):
         assert len(res.stderr.strip().splitlines()) == 1
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(IngestionError, match="no usable price file"):
+    with pytest.raises(IngestionError, match="no usable price file.*report: .*o3"):
         run(IngestionConfig(data_dir=str(empty), out_dir=str(tmp_path / "o3"), workers=1))
+    rep = orjson.loads((tmp_path / "o3" / "ingestion_report.json").read_bytes())
+    assert rep["totals"]["files_found"] == 0 and "no usable price file" in rep["error"]
 
 
 # ---------------------------------------------------------------- no leakage: truncation

@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
-from _ingestion_parse import TRADE
-from data_ingestion import IngestionError, build_bars, load_price_file
+from data_ingestion import KIND_NAMES, IngestionError, build_bars, load_price_file
+
+TRADE = KIND_NAMES.index("trade")
 
 START = 1768904100
 T0 = START * 1000
@@ -155,60 +156,3 @@ def test_empty_and_degenerate_files():
     for raw in (b"", b"{}", b"[]", b"null", b"[[[[", b'{"slug": 5, "prices": []}',
                 b'{"slug": "btc-updown-15m-1768904100", "prices": []}', b"\xff\xfe", b"1e999"):
         _check(raw)
-
-
-# the fast numeric read (one np.fromiter pass per event type) must judge exactly as the checked
-# per-field read: mostly clean, complete events (so the fast path runs) with weird values mixed in
-# (values float() accepts, so the fast read stays on; a value it refuses is a plain fallback)
-convertible = st.one_of(st.none(), st.booleans(), st.floats(), st.integers(-10**6, 10**13),
-                        st.sampled_from([0, 1, 0.0, 1.0, -0.0, "0.5", " 1 ", "nan", "1", "1e3"]))
-
-
-def _mostly(clean: st.SearchStrategy) -> st.SearchStrategy:
-    return st.one_of(clean, clean, clean, convertible)
-
-
-_px, _t = _mostly(st.floats(0.01, 0.99)), _mostly(st.integers(T0, T0 + 900_000))
-complete = st.one_of(
-    st.fixed_dictionaries({"type": st.just("trade"), "t": _t, "price": _px,
-                           "size": _mostly(st.floats(0.1, 1e4)), "usdc": _mostly(st.floats(0, 1e4)),
-                           "side": st.sampled_from(["BUY", "SELL"]),
-                           "outcome": st.sampled_from(["Up", "Down"])}),
-    st.fixed_dictionaries({"type": st.just("price_change"), "t": _t, "best_bid": _px,
-                           "best_ask": _px, "mid": _px}),
-    st.fixed_dictionaries({"type": st.sampled_from(["ohlcv", "bar"]), "t": _t, "open": _px,
-                           "high": _px, "low": _px, "close": _px,
-                           "volume": _mostly(st.floats(0, 1e6))}))
-
-
-@settings(max_examples=800, **SETTINGS)
-@given(st.lists(complete, max_size=40), st.integers(1, 3))
-def test_fast_numeric_read_judges_like_the_checked_read(evs, n_units):
-    import numpy as np
-
-    import _ingestion_parse as ip
-
-    evs = [e for e in evs if isinstance(e, dict)]
-    unit = (np.arange(len(evs)) % n_units).astype(np.int32)
-    fast = ip.validate_events(evs, unit, n_units)
-    real_fast = ip._fast_field
-    try:
-        ip._fast_field = lambda sub, f: None  # force the checked read for every field
-        slow = ip.validate_events(evs, unit, n_units)
-        # and for one field at a time: a field read checked beside fast ones judges alike
-        mixed = []
-        for only in ("t", "price", "usdc", "best_bid", "mid", "close", "volume"):
-            ip._fast_field = lambda sub, f, only=only: None if f == only else real_fast(sub, f)
-            mixed.append(ip.validate_events(evs, unit, n_units))
-    finally:
-        ip._fast_field = real_fast
-    for other in mixed:
-        for k in fast[0]:
-            np.testing.assert_array_equal(other[0][k], slow[0][k], err_msg=k)
-        np.testing.assert_array_equal(other[1], slow[1])
-    assert fast[0].keys() == slow[0].keys()
-    for k in fast[0]:
-        np.testing.assert_array_equal(fast[0][k], slow[0][k], err_msg=k)
-    np.testing.assert_array_equal(fast[1], slow[1])
-    assert fast[2] == slow[2]
-    np.testing.assert_array_equal(fast[3], slow[3])
