@@ -238,7 +238,8 @@ def _read_json(path: str, max_bytes: int) -> tuple[object, str | None, str | Non
 
 def convert_data_api_trades(records: list) -> list[dict]:
     """Polymarket data-api /trades records -> seed-format file dicts {"slug", "address",
-    "prices": [trade events]}, one per (proxyWallet, slug) in order of first appearance (no
+    "prices": [trade events]}, one per (lower-cased proxyWallet, slug) in order of first
+    appearance (no
     resolution: the data-api has none). A numeric `timestamp` is seconds (>= 1e11: ms); fields
     are copied as they are and validated when parsed. Records that are not objects or have no
     str slug are left out (the loader counts them)."""
@@ -256,7 +257,7 @@ def convert_data_api_trades(records: list) -> list[dict]:
         for key in ("id", "logIndex", "role"):
             if r.get(key) is not None:
                 ev[key] = r[key]
-        addr = r.get("proxyWallet") if type(r.get("proxyWallet")) is str else None
+        addr = r["proxyWallet"].lower() if type(r.get("proxyWallet")) is str else None
         doc = files.setdefault((addr, r["slug"]), {"slug": r["slug"], "address": addr,
                                                    "prices": []})
         doc["prices"].append(ev)
@@ -271,7 +272,7 @@ def _markets_of(doc: object, folder: str, rep: dict, now_s: float) -> list[dict]
         rep["read"] += len(doc) - len(good)
         _drop(rep, "not_a_trade_record", len(doc) - len(good))
         units = [u for d in convert_data_api_trades(good)
-                 for u in _markets_of({**d, "address": None}, (d["address"] or folder).lower(),
+                 for u in _markets_of({**d, "address": None}, d["address"] or folder,
                                       rep, now_s)]
         return [{**u, "dump": True} for u in units]
     if not isinstance(doc, dict):
