@@ -181,13 +181,21 @@ def _unrealized(led: pd.DataFrame, led_row: np.ndarray, row_start: np.ndarray, i
     return np.bincount(held["row"].to_numpy(), value, minlength=n_rows)
 
 
-def bar_positions(led: pd.DataFrame, led_row: np.ndarray, led_addr: np.ndarray,
-                  row_addr: np.ndarray, row_start: np.ndarray, iv: int, mark: tuple) -> dict:
-    """The ledger (ledger order, with each entry's bar row and address code) -> the bar table's
-    position columns, one value per row: inv_up, inv_down, inventory, avg_entry_up,
-    avg_entry_down, cost_basis, exposure_usdc, realized_pnl, unrealized_pnl, pnl,
-    bars_since_entry, settled."""
+def bar_positions(fills: dict, fill_row: np.ndarray, led: pd.DataFrame, led_row: np.ndarray,
+                  led_addr: np.ndarray, row_addr: np.ndarray, row_start: np.ndarray, iv: int,
+                  mark: tuple) -> dict:
+    """The fills (side, size, price, outcome arrays and each fill's bar row) and the ledger
+    (ledger order, with each entry's bar row and address code) -> the bar table's
+    POSITION_COLUMNS, one value per row: n_trades, net_shares, buy_usdc, sell_usdc, inv_up,
+    inv_down, inventory, avg_entry_up, avg_entry_down, cost_basis, exposure_usdc, realized_pnl,
+    unrealized_pnl, pnl, bars_since_entry, settled."""
     n = len(row_addr)
+    side, size = fills["side"], fills["size"]
+    cash, up_sign = fills["price"] * size, np.where(fills["outcome"] == 0, 1.0, -1.0)
+    out = {"n_trades": np.bincount(fill_row, minlength=n).astype(np.int64),
+           "net_shares": np.bincount(fill_row, side * size * up_sign, minlength=n),
+           "buy_usdc": np.bincount(fill_row, np.where(side > 0, cash, 0.0), minlength=n),
+           "sell_usdc": np.bincount(fill_row, np.where(side < 0, cash, 0.0), minlength=n)}
     # entries in time order per address (settlements after same-time fills), rows ascending
     o = np.lexsort((led["seq"].to_numpy(), led["settle"].to_numpy(), led["t"].to_numpy(),
                     led_addr))
@@ -200,8 +208,8 @@ def bar_positions(led: pd.DataFrame, led_row: np.ndarray, led_addr: np.ndarray,
         ("cost_up", np.where(up, col["dc"], 0.0)), ("cost_down", np.where(up, 0.0, col["dc"])),
         ("gross_c", col["dabs_c"]), ("gross_q", col["dabs_q"]), ("realized", col["realized"]))}
     end = {k: v[1] for k, v in lv.items()}
-    out = {"inv_up": end["inv_up"], "inv_down": end["inv_down"],
-           "inventory": end["inv_up"] - end["inv_down"]}
+    out.update(inv_up=end["inv_up"], inv_down=end["inv_down"],
+               inventory=end["inv_up"] - end["inv_down"])
     with np.errstate(invalid="ignore", divide="ignore"):
         out["avg_entry_up"] = np.where(end["inv_up"] != 0, end["cost_up"] / end["inv_up"], np.nan)
         out["avg_entry_down"] = np.where(end["inv_down"] != 0,
@@ -230,3 +238,14 @@ def bar_positions(led: pd.DataFrame, led_row: np.ndarray, led_addr: np.ndarray,
     settled[led_row[led["settle"].to_numpy()]] = True
     out["settled"] = settled
     return out
+
+
+def summary(led: pd.DataFrame, pay_src: np.ndarray, realized_end: np.ndarray) -> dict:
+    """The report's "positions": oversold and post-end fills, traded markets, their settlement
+    sources and the settled P&L (realized_end: each address's realised P&L at its last bar)."""
+    traded = np.unique(led["market"].to_numpy()[led["settle"].to_numpy()])
+    return {"oversold_trades": int(led["oversold"].sum()),
+            "post_end_trades": int(led["post_end"].sum()), "markets_traded": len(traded),
+            "settlement_source": {k: int(v) for k, v in pd.Series(pay_src[traded], dtype=object)
+                                  .value_counts().items()},
+            "settled_pnl": float(realized_end.sum())}
