@@ -171,6 +171,7 @@ def _find_files(data_dir: Path) -> tuple[list[str], list[tuple[str, str]]]:
             refused.append((folder, f"unreadable_folder: {e.strerror or e}"))
             continue
         for e in entries:
+            real = None  # a walked path is real below the root; a link's is looked up
             if e.is_symlink():
                 try:
                     os.stat(e.path)  # follows the link: ELOOP or ENOENT say what is wrong
@@ -179,24 +180,23 @@ def _find_files(data_dir: Path) -> tuple[list[str], list[tuple[str, str]]]:
                                     "dangling_symlink"))
                     continue
                 real = os.path.realpath(e.path)
-                if os.path.commonpath([root, real]) != root:
-                    refused.append((e.path, "symlink_outside_data_dir"))
-                elif e.is_dir():
+                out = os.path.commonpath([root, real]) != root
+                if out or e.is_dir():
                     up = os.path.commonpath([real, os.path.realpath(folder)]) == real
-                    refused.append((e.path, "symlink_loop" if up else "linked_folder"))
-                elif fnmatchcase(e.name, PRICE_FILE_GLOB) or fnmatchcase(e.name, DATA_API_GLOB):
-                    found.append(e.path)
+                    refused.append((e.path, "symlink_outside_data_dir" if out else
+                                    "symlink_loop" if up else "linked_folder"))
+                    continue
             elif e.is_dir():
                 todo.append(e.path)
-            elif fnmatchcase(e.name, PRICE_FILE_GLOB) or fnmatchcase(e.name, DATA_API_GLOB):
-                found.append(e.path)
+                continue
+            if fnmatchcase(e.name, PRICE_FILE_GLOB) or fnmatchcase(e.name, DATA_API_GLOB):
+                found.append((e.path, real or os.path.join(root, os.path.relpath(e.path,
+                                                                                  data_dir))))
     first: dict[str, str] = {}
-    for p in sorted(found):  # a file reached twice is read under its first path
-        first.setdefault(os.path.realpath(p), p)
-    kept = set(first.values())
-    refused += [(p, f"duplicate_path: {first[os.path.realpath(p)]}") for p in found
-                if p not in kept]
-    return sorted(kept), sorted(refused)
+    for p, real in sorted(found):  # a file reached twice is read under its first path
+        first.setdefault(real, p)
+    refused += [(p, f"duplicate_path: {first[real]}") for p, real in found if first[real] != p]
+    return sorted(first.values()), sorted(refused)
 
 
 def _read_json(path: str, max_bytes: int) -> tuple[object, str | None, str | None]:
@@ -453,7 +453,7 @@ def _report(path: str, address: str) -> dict:
 
 def _parse_files(jobs: list[tuple[str, str]], max_bytes: int) -> dict:
     """Read and validate files [(path, folder address)]; never raises (a pool task). ->
-    {"cols": the used events' ARRAY_FIELDS + unit + fid (fill id) sorted by (unit, t);
+    {"cols": the used events' ARRAY_FIELDS + unit sorted by (unit, t), + fid: the fills' ids;
     "units": one dict per market found; "reports": one per file}."""
     try:
         return _parse_batch(jobs, max_bytes)
@@ -485,15 +485,18 @@ def _parse_batch(jobs: list[tuple[str, str]], max_bytes: int) -> dict:
     reason, cols = v["reason"], v["cols"]
     ok = np.flatnonzero(reason == 0)
     ok = ok[np.lexsort((cols["t"][ok], unit[ok]))]  # (used,) by (market, t), stable
-    out = {**{f: cols[f][ok] for f in ARRAY_FIELDS}, "unit": unit[ok]}
-    out["fid"] = np.where(out["kind"] == TRADE, None if v["ids"] is None else v["ids"][ok], None)
+    out = {**{f: cols[f][ok] for f in ARRAY_FIELDS}, "unit": unit[ok].astype(np.int32)}
+    fills = np.flatnonzero(out["kind"] == TRADE)
+    out["fid"] = np.full(len(fills), None, object) if v["ids"] is None else v["ids"][ok[fills]]
     # per market: counts by reason, events equal in every field but the id, fills with ids
     counts = np.bincount(unit * len(REASONS) + reason, minlength=len(units) * len(REASONS)
                          ).reshape(len(units), len(REASONS))
-    same = pd.DataFrame({f: out[f] for f in (*ARRAY_FIELDS, "unit")}).duplicated().to_numpy()
+    same = np.zeros(len(ok), bool)  # candidates: runs of one (market, t), adjacent (sorted)
+    run = (out["unit"][1:] == out["unit"][:-1]) & (out["t"][1:] == out["t"][:-1])
+    cand = np.flatnonzero(np.r_[run, False] | np.r_[False, run])
+    same[cand] = pd.DataFrame({f: out[f][cand] for f in out if f != "fid"}).duplicated().to_numpy()
     ident = np.bincount(out["unit"][same], minlength=len(units))
-    fills = out["kind"] == TRADE
-    no_id = np.bincount(out["unit"][fills & pd.isna(out["fid"])], minlength=len(units))
+    no_id = np.bincount(out["unit"][fills[pd.isna(out["fid"])]], minlength=len(units))
     for i, u in enumerate(units):  # one step per market
         rep = reps[u["file"]]
         rep["used"] += int(counts[i, 0])
@@ -558,17 +561,19 @@ def _assemble(parsed: dict) -> tuple[pd.DataFrame, pd.DataFrame, list[dict]]:
     if later.any():
         all_ids = um.groupby("market")["all_ids"].all().to_numpy()
         keep = (later == 0) | ((cols["kind"] == TRADE) & all_ids[market])
-        fid = np.flatnonzero(pd.notna(cols["fid"]) & keep)
-        fid = fid[np.argsort(later[fid], kind="stable")]  # the owner's fills first
+        fills = np.flatnonzero(cols["kind"] == TRADE)  # (fills,) rows, aligned with fid
+        has = pd.notna(cols["fid"]) & keep[fills]
+        order = np.argsort(later[fills[has]], kind="stable")  # the owner's fills first
+        rows, ids = fills[has][order], cols["fid"][has][order]
         dup = np.zeros(len(keep), bool)
-        dup[fid] = pd.DataFrame({"m": market[fid], "id": cols["fid"][fid]}).duplicated().to_numpy()
+        dup[rows] = pd.DataFrame({"m": market[rows], "id": ids}).duplicated().to_numpy()
         for why, mask in (("duplicate_market", ~keep), ("duplicate_id", dup)):
             for f, n in Counter(um["file"].to_numpy()[cols["unit"][mask]].tolist()).items():
                 reps[f]["used"] -= n
                 reps[f]["dropped"][why] += n
                 reps[f]["duplicate_id"] += n if why == "duplicate_id" else 0
                 reps[f]["examples"].setdefault(why, f"{n} events of a market another file owns")
-        cols = {k: v[keep & ~dup] for k, v in cols.items()}
+        cols = {k: v[keep & ~dup] for k, v in cols.items() if k != "fid"}
         market = um["market"].to_numpy()[cols["unit"]]
         for (addr, slug), g in um[key.duplicated(keep=False)].groupby(["address", "slug"]):
             overlaps.append({"address": addr, "slug": slug,
