@@ -740,6 +740,60 @@ def _per_row(rows: np.ndarray, vals: np.ndarray, n: int, how: str) -> np.ndarray
     return out
 
 
+def _by_address(events: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """(events sorted by (address, t), stable; (n,) address codes; the addresses by name)."""
+    cat = events["address"]
+    cat = cat if isinstance(cat.dtype, pd.CategoricalDtype) else cat.astype(str).astype("category")
+    codes = cat.cat.codes.to_numpy().astype(np.int64)
+    used = np.flatnonzero(np.bincount(codes, minlength=len(cat.cat.categories)))
+    names = cat.cat.categories.astype(str).to_numpy(dtype=object)[used]
+    remap = np.zeros(len(cat.cat.categories), np.int64)
+    remap[used[np.argsort(names)]] = np.arange(len(used))
+    ac, t = remap[codes], events["t"].to_numpy()
+    if np.any((np.diff(ac) < 0) | ((np.diff(ac) == 0) & (np.diff(t) < 0))):
+        order = np.lexsort((t, ac))  # load_events already sorts this way
+        return events.iloc[order].reset_index(drop=True), ac[order], np.sort(names)
+    return events, ac, np.sort(names)
+
+
+def _marks(c: dict, mkt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(event rows of the Up-token marks sorted by (market, t), stable; their Up prices): quote
+    mids, token closes and fills' Up prices (p for Up, 1 - p for Down)."""
+    kind = c["kind"]
+    m = np.flatnonzero(kind <= OHLCV)
+    m = m[np.lexsort((c["t"][m], mkt[m]))]
+    k, price = kind[m], c["price"][m]
+    fill = np.where(c["outcome"][m] == 0, price, 1.0 - price)
+    return m, np.select([k == PRICE_CHANGE, k == OHLCV], [c["mid"][m], c["close"][m]], fill)
+
+
+def _token_bars(c: dict, mkt: np.ndarray, ev_row: np.ndarray, markets: pd.DataFrame, n: int
+                ) -> dict:
+    """The Up token's open, high, low, close, volume, spread, has_data per bar row from the
+    events inside their own market's window, the best source per bar."""
+    t, kind = c["t"], c["kind"]
+    tok = (t >= markets["start_ms"].to_numpy()[mkt]) & (t < markets["end_ms"].to_numpy()[mkt]) \
+        & (kind <= OHLCV)
+    rank = np.select([kind == PRICE_CHANGE, kind == OHLCV], [0, 1], 2).astype(np.int8)
+    best = np.full(n, 9, np.int8)
+    np.minimum.at(best, ev_row[tok], rank[tok])
+    si = np.flatnonzero(tok & (rank == best[ev_row]))  # (chosen,) events of each bar's source
+    r, k = ev_row[si], kind[si]
+    price = c["price"][si]  # a quote's mid, a fill's Up price; a candle's own fields
+    base = np.where(k == TRADE, np.where(c["outcome"][si] == 0, price, 1.0 - price), c["mid"][si])
+    bars = {f: _per_row(r, np.where(k == OHLCV, c[f][si], base), n, how) for f, how in (
+        ("open", "first"), ("high", "max"), ("low", "min"), ("close", "last"))}
+    oh, pc, fill = (tok & (kind == x) for x in (OHLCV, PRICE_CHANGE, TRADE))
+    bars["volume"] = np.where(np.bincount(ev_row[oh], minlength=n) > 0,
+                              np.bincount(ev_row[oh], c["volume"][oh], n),
+                              np.bincount(ev_row[fill], c["size"][fill], n))
+    with np.errstate(invalid="ignore", divide="ignore"):  # NaN where the bar has no quote
+        bars["spread"] = _per_row(ev_row[pc], c["best_ask"][pc] - c["best_bid"][pc], n, "sum"
+                                  ) / np.bincount(ev_row[pc], minlength=n)
+    bars["has_data"] = ~np.isnan(bars["close"])
+    return bars
+
+
 def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = "15min"
                ) -> pd.DataFrame:
     """Event table + markets table (from load_events) -> the bar table (BAR_COLUMNS).
@@ -750,17 +804,7 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     iv = interval_ms(bar_interval)
     if len(events) == 0:
         return pd.DataFrame({c: [] for c in BAR_COLUMNS})
-    cat = events["address"]
-    cat = cat if isinstance(cat.dtype, pd.CategoricalDtype) else cat.astype(str).astype("category")
-    codes = cat.cat.codes.to_numpy().astype(np.int64)
-    used = np.flatnonzero(np.bincount(codes, minlength=len(cat.cat.categories)))
-    names = cat.cat.categories.astype(str).to_numpy(dtype=object)[used]
-    addrs, remap = np.sort(names), np.zeros(len(cat.cat.categories), np.int64)
-    remap[used[np.argsort(names)]] = np.arange(len(used))
-    ac, ev = remap[codes], events  # (n,) address code in name order
-    if np.any((np.diff(ac) < 0) | ((np.diff(ac) == 0) & (np.diff(ev["t"].to_numpy()) < 0))):
-        order = np.lexsort((ev["t"].to_numpy(), ac))  # load_events already sorts this way
-        ev, ac = ev.iloc[order].reset_index(drop=True), ac[order]
+    ev, ac, addrs = _by_address(events)  # ac: (n,) address code in name order
     c = {f: ev[f].to_numpy() for f in ARRAY_FIELDS}
     t, kind, mkt = c["t"], c["kind"], ev["market"].to_numpy().astype(np.int64)
     m_ac = pd.Categorical(markets["address"].astype(str), categories=addrs).codes.astype(np.int64)
@@ -772,23 +816,18 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
             f"at t={int(t[i])} of market {markets['slug'].iloc[mkt[i]]!r} has address "
             f"{addrs[ac[i]]!r}, the markets table {markets['address'].iloc[mkt[i]]!r}")
     start_ms, end_ms = markets["start_ms"].to_numpy(), markets["end_ms"].to_numpy()
-    # marks (quote mids, token closes, fills' Up prices) sorted by (market, t), the ledger
-    up_price = np.where(c["outcome"] == 0, c["price"], 1.0 - c["price"])
-    val = np.select([kind == PRICE_CHANGE, kind == OHLCV], [c["mid"], c["close"]], up_price)
-    m = np.flatnonzero(kind <= OHLCV)
-    m = m[np.lexsort((t[m], mkt[m]))]
-    mark = (mkt[m], t[m], val[m])
+    m, up = _marks(c, mkt)
     pay_up, pay_src = positions.settlement_prices(
-        end_ms, markets["resolution"].to_numpy(dtype=object), mark)
+        end_ms, markets["resolution"].to_numpy(dtype=object), (mkt[m], t[m], up))
     tr = np.flatnonzero(kind == TRADE)
     led = positions.ledger(mkt[tr], c["outcome"][tr].astype(np.int64), t[tr],
                            c["side"][tr] * c["size"][tr], c["price"][tr], tr, end_ms, pay_up)
     led_t, led_ac = led["t"].to_numpy(), m_ac[led["market"].to_numpy()]
 
     # the timeline: per address every bar from its first event (or settlement) to its last
-    ev_b, led_b = t - t % iv, led_t - led_t % iv
+    led_b = led_t - led_t % iv
     bounds = np.searchsorted(ac, np.arange(len(addrs) + 1))  # events sorted by address
-    first, last = ev_b[bounds[:-1]].copy(), ev_b[bounds[1:] - 1].copy()
+    first, last = t[bounds[:-1]] - t[bounds[:-1]] % iv, t[bounds[1:] - 1] - t[bounds[1:] - 1] % iv
     np.minimum.at(first, led_ac, led_b)
     np.maximum.at(last, led_ac, led_b)
     nrows = (last - first) // iv + 1
@@ -796,28 +835,10 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
     n = int(off[-1])
     row_addr = np.repeat(np.arange(len(addrs)), nrows)
     row_start = first[row_addr] + (np.arange(n) - off[row_addr]) * iv
-    ev_row = off[ac] + (ev_b - first[ac]) // iv  # (n_events,) ascending
+    ev_row = off[ac] + (t - t % iv - first[ac]) // iv  # (n_events,) ascending
     led_row = off[led_ac] + (led_b - first[led_ac]) // iv
 
-    # the Up token: events inside their own market's window, the best source per bar
-    tok = (t >= start_ms[mkt]) & (t < end_ms[mkt]) & (kind <= OHLCV)
-    rank = np.select([kind == PRICE_CHANGE, kind == OHLCV], [0, 1], 2)
-    best = np.full(n, 9)
-    np.minimum.at(best, ev_row[tok], rank[tok])
-    si = np.flatnonzero(tok & (rank == best[ev_row]))  # (chosen,) events of each bar's source
-    r, is_oh = ev_row[si], kind[si] == OHLCV
-    base = np.where(kind[si] == TRADE, up_price[si], c["mid"][si])  # quotes' and fills' price
-    bars = {f: _per_row(r, np.where(is_oh, c[f][si], base), n, how) for f, how in (
-        ("open", "first"), ("high", "max"), ("low", "min"), ("close", "last"))}
-    oh, pc = tok & (kind == OHLCV), tok & (kind == PRICE_CHANGE)
-    fill = tok & (kind == TRADE)
-    bars["volume"] = np.where(np.bincount(ev_row[oh], minlength=n) > 0,
-                              np.bincount(ev_row[oh], c["volume"][oh], n),
-                              np.bincount(ev_row[fill], c["size"][fill], n))
-    with np.errstate(invalid="ignore", divide="ignore"):  # NaN where the bar has no quote
-        bars["spread"] = _per_row(ev_row[pc], c["best_ask"][pc] - c["best_bid"][pc], n, "sum"
-                                  ) / np.bincount(ev_row[pc], minlength=n)
-    bars["has_data"] = ~np.isnan(bars["close"])
+    bars = _token_bars(c, mkt, ev_row, markets, n)
     # the underlying: a candle repeated in several files of one address counts once
     ui = np.flatnonzero(kind == UNDERLYING)
     ui = ui[~pd.DataFrame({"a": ac[ui], "t": t[ui]}).duplicated().to_numpy()]
@@ -825,6 +846,10 @@ def build_bars(events: pd.DataFrame, markets: pd.DataFrame, bar_interval: str = 
                    ("volume", "sum")):
         bars[f"u_{f}"] = _per_row(ev_row[ui], c[f][ui], n, how)
     bars["has_underlying"] = ~np.isnan(bars["u_close"])
+    # positions; a bar's mark is its market's last before the bar's end, so the last mark of
+    # each (market, bar) is all the marks the positions need
+    last_of_bar = np.r_[(mkt[m][1:] != mkt[m][:-1]) | (ev_row[m][1:] != ev_row[m][:-1]), True]
+    mark = (mkt[m][last_of_bar], t[m][last_of_bar], up[last_of_bar])
     fills = {f: c[f][tr] for f in ("side", "size", "price", "outcome")}
     bars.update(positions.bar_positions(fills, ev_row[tr], led, led_row, led_ac, row_addr,
                                         row_start, iv, mark))
