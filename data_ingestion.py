@@ -66,6 +66,7 @@ import time
 import warnings
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from fnmatch import fnmatchcase
 from itertools import chain, repeat
@@ -641,16 +642,13 @@ def _load(cfg: IngestionConfig) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
         batches[-1].append((p, os.path.basename(os.path.dirname(p)).lower()))
         size += os.stat(p).st_size
     workers = max(1, min(cfg.workers or os.cpu_count() or 1, len(batches)))
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
-    parse = pool.map if pool else map
     parts = []
-    with tqdm(total=len(paths), desc="ingest", unit="file", disable=None) as bar:
-        for b, part in zip(batches, parse(_parse_files, batches, repeat(int(
-                cfg.max_file_mb * 2**20))), strict=True):
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool, \
+            tqdm(total=len(paths), desc="ingest", unit="file", disable=None) as bar:
+        for b, part in zip(batches, (pool.map if pool else map)(
+                _parse_files, batches, repeat(int(cfg.max_file_mb * 2**20))), strict=True):
             parts.append(part)
             bar.update(len(b))
-    if pool:
-        pool.shutdown()
     parsed = _concat(parts)
     events, markets, overlaps = _assemble(parsed)
     return events, markets, _summary(parsed["reports"], refused, overlaps, cfg)
@@ -907,12 +905,9 @@ def run(cfg: IngestionConfig) -> pd.DataFrame:
 
 
 def write_bars(bars: pd.DataFrame, path: Path) -> None:
-    """Atomic parquet write of the bar table (pyarrow)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(bars.assign(slug=bars["slug"].astype(object)), preserve_index=False)
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+    """Atomic parquet write of the bar table (pyarrow, no index)."""
+    atomic_write(path, lambda tmp: bars.assign(slug=bars["slug"].astype(object)).to_parquet(
+        tmp, index=False))
 
 
 def main(argv: list[str] | None = None) -> None:
