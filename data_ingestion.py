@@ -360,7 +360,8 @@ def _first_of(events: list, names: tuple, keys: set) -> pd.Series:
 def _validate(events: list, unit: np.ndarray, start_ms: np.ndarray) -> dict:
     """Validate the dict events of many markets at once (unit: (n,) market of each event,
     start_ms: (n,) its window start) -> {"reason": (n,) REASONS index, "cols": the normalised
-    ARRAY_FIELDS, "ids": (n,) object or None, "time_unit": (n,) 1 s / 2 us on used events}.
+    ARRAY_FIELDS, "ids": (n,) object or None, "ms": (n,) t in ms, "time_unit": (n,) 0 ms,
+    1 s, 2 us, -1 none}.
     Each kind's fields are read on that kind's events only."""
     n, keys = len(events), set().union(*events)  # every field name: skip absent optional ones
     raw_type = _get(events, "type")
@@ -440,7 +441,7 @@ def _validate(events: list, unit: np.ndarray, start_ms: np.ndarray) -> dict:
                 role=role.astype(np.int8), mid=np.where(is_pc, mid, np.nan),
                 volume=np.where(is_oh, np.where(given["volume"], v, 0.0), np.nan))
     return {"reason": reason, "cols": cols, "ids": None if ids is None else ids.to_numpy(),
-            "time_unit": np.where(reason == 0, t_unit, 0), "type": raw_type}
+            "ms": ms, "time_unit": t_unit, "type": raw_type}
 
 
 # ---------------------------------------------------------------- files -> markets
@@ -513,11 +514,17 @@ def _parse_batch(jobs: list[tuple[str, str]], max_bytes: int) -> dict:
         ev, name = events[i], REASONS[r]
         shown = ", ".join(f"{f} = {str(ev.get(f, ev.get(_ALIASES.get(f), 'missing')))[:40]!r}"
                           for f in _SHOWN.get(name, name[4:]).split())
+        if name == "outside_window":  # say how the time was read
+            shown += (f" read as {('ms', 's', 'us')[v['time_unit'][i]]}: "
+                      f"{np.datetime64(int(v['ms'][i]), 'ms')} UTC, the window with its slack "
+                      f"is {np.datetime64(units[m]['start_s'] - WINDOW_SLACK_S, 's')} .. "
+                      f"{np.datetime64(units[m]['start_s'] + MARKET_SECONDS + WINDOW_SLACK_S, 's')}")
         reps[units[m]["file"]]["examples"].setdefault(
             name, f"{units[m]['slug']} event {i - first_event[m]}: {shown}")
     # per file: times given in seconds or microseconds, unknown type names (both rare)
     file_of = np.array([u["file"] for u in units], dtype=np.int64)[unit]  # (n,)
-    conv, unknown = np.flatnonzero(v["time_unit"] > 0), np.flatnonzero(cols["kind"] == -1)
+    conv = np.flatnonzero((reason == 0) & (v["time_unit"] > 0))  # converted, used
+    unknown = np.flatnonzero(cols["kind"] == -1)
     for key, rows, names in (
             ("time_units", conv, np.array(["s", "us"])[v["time_unit"][conv] - 1]),
             ("unknown_types", unknown, [str(v["type"][i])[:40] for i in unknown.tolist()])):

@@ -325,6 +325,11 @@ def test_cli_writes_parquet_and_report_and_user_errors_exit_2(tmp_path):
                              capture_output=True, text=True, cwd=REPO, timeout=120)
         assert res.returncode == 2 and "Traceback" not in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
+    res = subprocess.run(cmd[:2] + ["--help"], capture_output=True, text=True, cwd=REPO,
+                         timeout=120)
+    for flag in ("--data_dir", "--out_dir", "--bar_interval", "--workers", "--max_file_mb"):
+        assert flag in res.stdout
+    assert res.stdout.count("(default:") == 5
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(IngestionError, match="no usable price file.*report: .*o3"):

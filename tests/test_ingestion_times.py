@@ -42,7 +42,7 @@ def ingest(root, out, interval="1min"):
 def test_a_fill_in_2096_and_a_slug_from_1973_do_not_create_bars(tmp_path):
     t0 = START * 1000
     path = write(tmp_path / "d", START, [quote(t0 + 1_000), fill(t0 + 5_000),
-                                         fill(3_976_000_000_000)])  # 2096
+                                         fill(3_989_347_200_000)])  # 2096
     write(tmp_path / "d", 100_800_900, [quote(100_800_900_000), fill(100_800_901_000)])  # 1973
     bars, rep = ingest(tmp_path / "d", tmp_path / "o")
     assert len(bars) == MARKET_SECONDS // 60  # one market at 1-minute bars, not 70 years
@@ -53,7 +53,9 @@ def test_a_fill_in_2096_and_a_slug_from_1973_do_not_create_bars(tmp_path):
     assert tot["read"] == tot["used"] + tot["dropped_total"] and rep["reconciles"]
     # the message names the file, the field and the value
     assert rep["examples"]["outside_window"].startswith(str(path))
-    assert "t = '3976000000000'" in rep["examples"]["outside_window"]
+    assert "t = '3989347200000' read as ms: 2096-06-01" in rep["examples"]["outside_window"]
+    assert "the window with its slack is 2026-01-20T10:13:00 .. 2026-01-20T10:32:00" in \
+        rep["examples"]["outside_window"]
     assert rep["skipped"] == [{"path": str(tmp_path / "d" / ADDR /
                                            "btc-updown-15m-100800900_prices.json"),
                                "reason": "slug_out_of_range"}]
@@ -116,6 +118,8 @@ def test_times_no_unit_explains_are_dropped_with_a_reason(tmp_path, t, reason):
     bars, rep = ingest(tmp_path / "d", tmp_path / "o")
     assert rep["totals"]["dropped"] == {reason: 1}
     assert len(bars) == 1 and bars["n_trades"].sum() == 0  # the quote's bar only
+    if t == 5:  # the message says how the time was read
+        assert "t = '5' read as s: 1970-01-01T00:00:05.000 UTC" in rep["examples"][reason]
 
 
 def test_no_time_stretches_the_bars_beyond_the_markets(tmp_path):
