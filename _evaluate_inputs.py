@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from common import UserError, resolve_device
 from sequence_preparation import (
     PROCESSED_PATH,
     RTG_SCALE,
@@ -34,7 +35,7 @@ from sequence_preparation import (
 log = logging.getLogger("evaluate")
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError):
     """A user-fixable problem (missing file, bad flag, empty split); main() prints it as one line."""
 
 
@@ -178,12 +179,8 @@ def load_market_data(data_dir: str | None, addresses) -> tuple[pd.DataFrame | No
 
 
 def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EvaluationError("--device cuda requested but no CUDA device is available: use --device cpu")
-    if name not in ("cpu", "cuda"):
-        raise EvaluationError(f"--device must be cpu, cuda or auto, got {name!r}")
-    return name
+    """common.resolve_device, its one-line error as an EvaluationError."""
+    try:
+        return resolve_device(name)
+    except UserError as e:
+        raise EvaluationError(str(e)) from None

@@ -24,7 +24,7 @@ import orjson
 import pandas as pd
 
 from action_discretization import ACTIONS
-from data_ingestion import atomic_write as _atomic_write
+from common import atomic_write as _atomic_write
 from sequence_preparation import MIN_TRAIN_TRADES
 
 CONFUSION_PNG, SWEEP_PNG, EQUITY_PNG = "confusion_matrix.png", "rtg_sweep.png", "equity_curves.png"

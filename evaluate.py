@@ -75,7 +75,7 @@ from _evaluate_inputs import (  # noqa: F401 (re-exported: evaluate.predict_spli
 )
 from _evaluate_report import atomic_write, write_plots, write_report
 from action_discretization import ACTIONS, N_ACTIONS
-from data_ingestion import add_config_args
+from common import UserError, add_config_args
 from sequence_preparation import SPLITS, data_size_warnings, honest_target, split_class_counts
 from state_features import FEATURE_UNITS, raw_units
 
@@ -308,7 +308,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         h = run(EvalConfig(**vars(args)))
-    except (EvaluationError, FileNotFoundError) as e:
+    except (UserError, FileNotFoundError) as e:  # EvaluationError and the stages' user errors
         print(f"evaluate: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     base = ", ".join(f"{k} {v:.3f}" for k, v in h["baselines"].items())

@@ -52,7 +52,7 @@ import pandas as pd
 import talib
 from scipy.signal import oaconvolve
 
-from data_ingestion import add_config_args, atomic_write
+from common import add_config_args, atomic_write
 
 log = logging.getLogger("feature_engineering")
 

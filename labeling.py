@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from data_ingestion import add_config_args, atomic_write
+from common import add_config_args, atomic_write
 
 log = logging.getLogger("labeling")
 

@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from data_ingestion import add_config_args
+from common import add_config_args
 
 log = logging.getLogger("model_architecture")
 

@@ -50,7 +50,7 @@ import labeling
 import sequence_preparation as seq
 import state_features as state_mod
 from action_discretization import ACTIONS, START_ACTION
-from data_ingestion import atomic_write
+from common import UserError, atomic_write
 from labeling import LABEL_COLUMNS
 
 log = logging.getLogger("pipeline")
@@ -100,7 +100,7 @@ class PipelineConfig:
     """Rebuild even when the output is up to date."""
 
 
-class PipelineError(ValueError):
+class PipelineError(UserError):
     """A user error (missing data, bad config): one line, exit code 2."""
 
 
@@ -413,13 +413,11 @@ def main(argv: list[str] | None = None) -> None:
     cfg = PipelineConfig(**vars(args))
     try:
         summary = run(cfg)
-    except (PipelineError, FileNotFoundError) as e:
-        print(f"pipeline.py: error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except ValueError as e:  # data_ingestion.IngestionError and malformed-data errors upstream
-        if type(e).__name__ != "IngestionError":
-            raise
+    except data_ingestion.IngestionError as e:
         print(f"pipeline.py: error: {e}; {HINT}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (UserError, FileNotFoundError) as e:  # every stage's user error is a common.UserError
+        print(f"pipeline.py: error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     splits = ", ".join(f"{k} {v}" for k, v in summary["rows_per_split"].items())
     print(f"{'skipped' if summary['skipped'] else 'done'}: {summary['rows']} rows ({splits}) "

@@ -46,8 +46,9 @@ import feature_engineering as fe
 import state_features as sf
 from _evaluate_backtest import FEE_EXPONENT, FEE_RATE, fee_usdc_at_fill, taker_fee
 from action_discretization import ACTIONS, START_ACTION, discretize
-from data_ingestion import IngestionConfig, add_config_args
-from evaluate import EvaluationError, _device
+from common import UserError, add_config_args
+from data_ingestion import IngestionConfig
+from evaluate import _device
 from sequence_preparation import RTG_SCALE, honest_rtg, returns
 
 log = logging.getLogger("predict")
@@ -73,7 +74,7 @@ class PredictConfig:
     """Exponent of the taker fee formula."""
 
 
-class PredictError(ValueError):
+class PredictError(UserError):
     """A user-fixable problem; main() prints it as one line and exits 2."""
 
 
@@ -231,7 +232,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
     try:
         out = run(PredictConfig(**vars(args)))
-    except (PredictError, EvaluationError, FileNotFoundError) as e:  # EvaluationError: bad --device
+    except (UserError, FileNotFoundError) as e:  # PredictError, EvaluationError (bad --device), ...
         print(f"predict: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.json:

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from action_discretization import ACTIONS, HOLD, N_ACTIONS, START_ACTION
+from common import UserError
 
 RTG_SCALE = 100.0
 """The model sees RTG x RTG_SCALE (returns are fractions of capital)."""
@@ -73,7 +74,7 @@ def meta_path_for(processed: str | Path) -> Path:
     return p.with_name(f"{p.stem}.{Path(META_PATH).name}")
 
 
-class ProcessedDataError(ValueError):
+class ProcessedDataError(UserError):
     """The processed parquet or its meta is missing, unreadable, from another config, or lacks
     columns; every CLI prints it as one line and exits 2."""
 

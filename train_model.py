@@ -52,7 +52,8 @@ import orjson
 import torch
 
 from action_discretization import ACTIONS, N_ACTIONS
-from data_ingestion import add_config_args, atomic_write
+from common import UserError, add_config_args, atomic_write
+from common import resolve_device as common_resolve_device
 from model_architecture import ModelConfig, TraderDecisionTransformer
 from sequence_preparation import (
     PROCESSED_PATH,
@@ -135,18 +136,15 @@ class TrainConfig:
     """Training's RTG input: realised (the seed; contains r_t) or honest (target - past returns, as at test)."""
 
 
-class TrainError(ValueError):
+class TrainError(UserError):
     """A user error (bad flag, missing data): one line, exit code 2."""
 
 
 def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
-    """cuda | cpu | auto -> torch.device; TrainError when cuda is requested but absent."""
-    if requested not in ("cuda", "cpu", "auto"):
-        raise TrainError(f"--device must be cuda, cpu or auto, got {requested!r}")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise TrainError("--device cuda requested but no CUDA device is available: use --device cpu or auto")
-    use_cuda = requested == "cuda" or (requested == "auto" and torch.cuda.is_available())
-    return torch.device(f"cuda:{local_rank}") if use_cuda else torch.device("cpu")
+    """cuda | cpu | auto -> torch.device (common.resolve_device; cuda:local_rank under
+    torchrun); its one-line UserError when cuda is requested but absent."""
+    kind = common_resolve_device(requested)
+    return torch.device(f"cuda:{local_rank}") if kind == "cuda" else torch.device("cpu")
 
 
 def _run_pipeline(pcfg) -> None:
@@ -398,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger().setLevel(logging.WARNING)
     try:
         summary = run(TrainConfig(**vars(args)))
-    except (TrainError, FileNotFoundError) as e:
+    except (UserError, FileNotFoundError) as e:  # TrainError and the stages' user errors
         print(f"train_model: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     log.info("done: best epoch %s val macro_f1 %.4f -> %s", summary["best_epoch"],

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from action_discretization import ACTIONS, N_ACTIONS, START_ACTION
-from data_ingestion import atomic_write
+from common import atomic_write
 from model_architecture import TraderDecisionTransformer
 from sequence_preparation import RTG_SCALE, honest_rtg
 
