@@ -6,8 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 # Demo-sized defaults (the CLIs keep the seed's defaults, e.g. 50 epochs).
 DEMO_DIR ?= downloads/demo_trades
-DEMO_DAYS ?= 30
-DEMO_EPOCHS ?= 15
+DEMO_DAYS ?= 120
+DEMO_STEPS ?= 256
 
 .PHONY: demo test install install-dev bench clean-demo
 
@@ -28,7 +28,7 @@ install-dev: $(VENV)/.stamp-dev
 demo: $(VENV)/.stamp-runtime
 	$(BIN)/python demo_data.py --out $(DEMO_DIR) --days $(DEMO_DAYS) --traders 1 --strategy momentum --seed 0
 	$(BIN)/python pipeline.py --data_dir $(DEMO_DIR) --output data/processed_trader_data.parquet
-	$(BIN)/python train_model.py --data_dir $(DEMO_DIR) --output_dir models --epochs $(DEMO_EPOCHS) --batch_size 32 --device cpu
+	$(BIN)/python train_model.py --data_dir $(DEMO_DIR) --output_dir models --steps $(DEMO_STEPS) --batch_size 32 --device cpu
 	$(BIN)/python evaluate.py --model models/best_model.pt --out reports
 
 test: $(VENV)/.stamp-dev
