@@ -93,13 +93,10 @@ def _full_proba(model, X: np.ndarray) -> np.ndarray:
     return out
 
 
-def fit_baselines(train: pd.DataFrame, rows: pd.DataFrame, state_columns: list[str],
-                  seed: int = 0) -> dict[str, dict]:
-    """Fit each baseline on `train` rows and score it on `rows`.
-
-    Returns {name: {"pred": (N,) int, "proba": (N, 5)}} for majority, previous_action,
-    logistic_regression and hist_gradient_boosting. With one class in train, the two learned
-    baselines fall back to that constant (sklearn cannot fit them)."""
+def fit_baseline_models(train: pd.DataFrame, state_columns: list[str], seed: int = 0) -> dict:
+    """Fit every baseline once on `train` rows: {"freq" (5,), "majority", "transition" (5, 5),
+    "logistic_regression", "hist_gradient_boosting"} (a learned model is None with one train
+    class: sklearn cannot fit it, and score_baselines falls back to the majority)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -107,36 +104,55 @@ def fit_baselines(train: pd.DataFrame, rows: pd.DataFrame, state_columns: list[s
     from threadpoolctl import threadpool_limits
 
     y_tr = train["action"].to_numpy(dtype=np.int64)
-    n = len(rows)
     freq = np.bincount(y_tr, minlength=N_ACTIONS) + 1.0  # Laplace: log-loss stays finite
-    freq /= freq.sum()
-    majority = int(np.bincount(y_tr, minlength=N_ACTIONS).argmax())
-    out = {"majority": {"pred": np.full(n, majority), "proba": np.tile(freq, (n, 1))}}
-
     prev_tr = np.where(train["prev_action"].to_numpy() == START_ACTION, HOLD, train["prev_action"])
     trans = np.ones((N_ACTIONS, N_ACTIONS))
     np.add.at(trans, (prev_tr.astype(np.int64), y_tr), 1.0)
-    trans /= trans.sum(1, keepdims=True)
-    prev = rows["prev_action"].to_numpy(dtype=np.int64)
-    prev = np.where(prev == START_ACTION, HOLD, prev)
-    out["previous_action"] = {"pred": prev, "proba": trans[prev]}
-
-    X_tr, X = baseline_features(train, state_columns), baseline_features(rows, state_columns)
+    models = {"freq": freq / freq.sum(), "majority": int(np.bincount(y_tr, minlength=N_ACTIONS).argmax()),
+              "transition": trans / trans.sum(1, keepdims=True)}
     learned = {
         "logistic_regression": make_pipeline(
             StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced")),
         "hist_gradient_boosting": HistGradientBoostingClassifier(
             random_state=seed, class_weight="balanced"),
     }
+    X_tr = baseline_features(train, state_columns)
     for name, model in learned.items():
-        if len(np.unique(y_tr)) < 2:
+        models[name] = None
+        if len(np.unique(y_tr)) >= 2:
+            with threadpool_limits(1):  # tiny fits: OpenMP threads only oversubscribe the cores
+                models[name] = model.fit(X_tr, y_tr)
+    return models
+
+
+def score_baselines(models: dict, rows: pd.DataFrame, state_columns: list[str]) -> dict[str, dict]:
+    """{name: {"pred": (N,) int, "proba": (N, 5)}} of fit_baseline_models' baselines on `rows`."""
+    from threadpoolctl import threadpool_limits
+
+    n = len(rows)
+    out = {"majority": {"pred": np.full(n, models["majority"]), "proba": np.tile(models["freq"], (n, 1))}}
+    prev = rows["prev_action"].to_numpy(dtype=np.int64)
+    prev = np.where(prev == START_ACTION, HOLD, prev)
+    out["previous_action"] = {"pred": prev, "proba": models["transition"][prev]}
+    X = baseline_features(rows, state_columns)
+    for name in ("logistic_regression", "hist_gradient_boosting"):
+        if models[name] is None:
             out[name] = out["majority"]
             continue
-        with threadpool_limits(1):  # tiny fits: OpenMP threads only oversubscribe the cores
-            model.fit(X_tr, y_tr)
-            proba = _full_proba(model, X)
+        with threadpool_limits(1):
+            proba = _full_proba(models[name], X)
         out[name] = {"pred": proba.argmax(1), "proba": proba}
     return out
+
+
+def fit_baselines(train: pd.DataFrame, rows: pd.DataFrame, state_columns: list[str],
+                  seed: int = 0) -> dict[str, dict]:
+    """Fit each baseline on `train` rows and score it on `rows`.
+
+    Returns {name: {"pred": (N,) int, "proba": (N, 5)}} for majority, previous_action,
+    logistic_regression and hist_gradient_boosting. With one class in train, the two learned
+    baselines fall back to that constant (sklearn cannot fit them)."""
+    return score_baselines(fit_baseline_models(train, state_columns, seed), rows, state_columns)
 
 
 # ---------------------------------------------------------------- decision rule

@@ -84,11 +84,11 @@ def _rolling(x: pd.Series, by: np.ndarray, n: int, how: str, min_periods: int = 
     return getattr(r, how)().reset_index(level=0, drop=True).sort_index()
 
 
-def _resolutions(bars: pd.DataFrame, price: pd.Series, addr: np.ndarray,
-                 window: pd.Series) -> pd.DataFrame:
-    """res_1..3 and res_streak per row from one row per (address, market window)."""
-    u_end = bars["u_close"].astype(float).groupby(addr, sort=False).ffill()
-    per = pd.DataFrame({"address": addr, "window": window, "strike": price, "u_end": u_end,
+def _resolutions(bars: pd.DataFrame, strike: pd.Series, u: pd.Series, addr: np.ndarray,
+                 window: np.ndarray) -> pd.DataFrame:
+    """res_1..3 and res_streak per row from one row per (address, market window); u = BTC's
+    forward-filled close of each bar (its last value in a window is BTC at the market's end)."""
+    per = pd.DataFrame({"address": addr, "window": window, "strike": strike, "u_end": u,
                         "settle": bars["settle_up"].astype(float) if "settle_up" in bars else np.nan})
     m = per.groupby(["address", "window"], sort=False).agg(
         strike=("strike", "first"), u_end=("u_end", "last"), settle=("settle", "last"))
@@ -142,7 +142,7 @@ def extended_raw(bars: pd.DataFrame, bar_interval: str) -> pd.DataFrame:
         mid = _shift(bars["close"].astype(float), addr).where(same)
         out["up_mid"] = mid.fillna(fair)
         out["mid_minus_fair"] = out["up_mid"] - fair
-    out = pd.concat([out, _resolutions(bars, strike, addr, window.to_numpy())], axis=1)
+    out = pd.concat([out, _resolutions(bars, strike, u, addr, window.to_numpy())], axis=1)
     net = _shift(bars["net_shares"].astype(float).fillna(0.0), addr).fillna(0.0)
     pnl = _shift(bars["pnl"].astype(float).fillna(0.0), addr).fillna(0.0)
     traded = pd.Series(np.where(net.to_numpy() != 0, np.arange(len(bars)), np.nan), index=bars.index)

@@ -128,16 +128,16 @@ class EvalConfig:
 
 # ---------------------------------------------------------------- the stage
 def raw_unit_map(meta: dict):
-    """(to_raw(feature, value), units) that undo the state's normalisation with the fitted
-    scales and capital in `meta`; identity and "scaled" units when the meta has no scales."""
-    scales, capital = meta.get("scales"), meta.get("capital")
-    if not scales or capital is None:
+    """(to_raw(feature, value), units) that undo the state's standardisation with the fitted
+    scales in `meta`; identity and "scaled" units when the meta has no scales."""
+    scales = meta.get("scales")
+    if not scales:
         return None, {c: "scaled" for c in meta["state_features"]}
     units = {c: FEATURE_UNITS.get(c, "") for c in meta["state_features"]}
     source = (meta.get("features") or {}).get("price_source")
     if "macd_hist" in units and source in ("underlying", "token"):  # the series MACD was taken on
         units["macd_hist"] = "USD of BTC" if source == "underlying" else "Up-token price"
-    return (lambda name, v: float(raw_units(name, v, scales, capital))), units
+    return (lambda name, v: float(raw_units(name, v, scales))), units
 
 
 def training_summary(ckpt: dict, model_path: str | Path) -> dict:
@@ -218,7 +218,8 @@ def run(cfg: EvalConfig) -> dict:
         leaky = ea.classification_metrics(y, ev["proba"][1].argmax(1), ev["proba"][1])
         leaky["rtg_mae"] = float(np.abs(ev["rtg_pred"][1] - ev["rtg_next"]).mean())
     train_rows = df[df["split"] == "train"]
-    base = ea.fit_baselines(train_rows, rows, cols, cfg.seed)
+    fitted_baselines = ea.fit_baseline_models(train_rows, cols, cfg.seed)  # once: test and val
+    base = ea.score_baselines(fitted_baselines, rows, cols)
     baselines = {k: ea.classification_metrics(y, v["pred"], v["proba"]) for k, v in base.items()}
     truth = load_truth(cfg.truth_dir, rows["address"])
     oracle = ea.oracle_report(rows, pred, truth, str(meta.get("bar_interval", "15min")))
@@ -250,7 +251,7 @@ def run(cfg: EvalConfig) -> dict:
     boot = ea.block_bootstrap(y, {"twin": pred, "twin_val_offsets": pred_off}
                               | {k: v["pred"] for k, v in base.items()},
                               blocks.to_numpy(), n_boot=cfg.bootstrap, seed=cfg.seed)
-    val_base = ea.fit_baselines(train_rows, val_rows, cols, cfg.seed) if len(val_rows) else {}
+    val_base = ea.score_baselines(fitted_baselines, val_rows, cols) if len(val_rows) else {}
     yv = val_rows["action"].to_numpy(dtype=np.int64)
     training = {
         **training_summary(ckpt, cfg.model),

@@ -262,9 +262,9 @@ class TraderDecisionTransformer(nn.Module):
     @classmethod
     def from_checkpoint(cls, path, map_location: str | torch.device = "cpu") -> TraderDecisionTransformer:
         """The model of a train_model.py checkpoint, built from its own model_config (any state
-        set: state_dim comes from the file) with its weights, in eval mode. Plain torch.load
-        (weights_only): the checkpoint holds tensors and plain values only."""
-        ckpt = torch.load(path, map_location=map_location)
+        set: state_dim comes from the file) with its weights, in eval mode. `path` is a file
+        (plain torch.load, weights_only: tensors and plain values only) or its loaded dict."""
+        ckpt = path if isinstance(path, dict) else torch.load(path, map_location=map_location)
         if not isinstance(ckpt, dict) or "model_config" not in ckpt or "model_state_dict" not in ckpt:
             raise ValueError(f"{path} is not a train_model.py checkpoint (no model_config / model_state_dict)")
         model = cls.from_config(ckpt["model_config"])

@@ -210,10 +210,10 @@ def transform(raw: pd.DataFrame, fitted: dict) -> pd.DataFrame:
     return pd.DataFrame(z.astype(np.float32), index=raw.index, columns=cols)
 
 
-def raw_units(column: str, x, scales: dict, capital: float | None = None) -> np.ndarray:
+def raw_units(column: str, x, scales: dict) -> np.ndarray:
     """Undo the standardisation of one state column: values in FEATURE_UNITS[column] (log-bar
-    columns in bars; sin/cos as they are). `scales` is the fitted pipeline_meta "scales";
-    `capital` is unused (kept for callers of the ratio era). Clipped values invert to the edge."""
+    columns in bars; sin/cos as they are). `scales` is the fitted pipeline_meta "scales".
+    Clipped values invert to the clip edge."""
     x = np.asarray(x, dtype=np.float64)
     s = scales.get(column)
     v = x * float(s["std"]) + float(s["mean"]) if s else x

@@ -360,7 +360,7 @@ class TraderInference:
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> TraderInference:
         """Rebuild the model from a checkpoint's model_config and weights; keep pipeline_meta."""
         ckpt = torch.load(path, map_location=device)
-        inf = cls(TraderDecisionTransformer.from_checkpoint(path, device), device)
+        inf = cls(TraderDecisionTransformer.from_checkpoint(ckpt), device)  # one read of the file
         inf.pipeline_meta, inf.metrics = ckpt.get("pipeline_meta"), ckpt.get("metrics")
         return inf
 
