@@ -1,6 +1,8 @@
 """Triple Barrier labels for the trader's entries, barriers calibrated on their own round trips.
 
-Promise: `run(bars, price, train_mask, cfg)` returns columns aligned to `bars` -
+Promise: `fit(bars, price, train_mask, cfg)` -> the barriers (pt, sl, horizon) from train rows;
+`transform(bars, price, params, split)` -> the labels with those barriers; `run(bars, price,
+train_mask, cfg)` = fit then transform, and returns columns aligned to `bars` -
 `tbm_event` (bool), `tbm_label` (+1 profit barrier / -1 stop / 0 vertical; NaN where no event),
 `tbm_ret` (signed return at exit, in the trade's favour), `tbm_exit_bars` (exit bar - entry bar),
 `tbm_both` (bool: the exit bar touched both barriers) - and `calibration` = {"pt", "sl",
@@ -207,20 +209,15 @@ def _path_columns(bars: pd.DataFrame, price: np.ndarray) -> tuple[str | None, li
     return None, []
 
 
-def run(bars: pd.DataFrame, price, train_mask, cfg: LabelConfig, split=None
-        ) -> tuple[pd.DataFrame, dict]:
-    """Triple Barrier labels aligned to bars and the calibration used (see module docstring).
-    split: optional (N,) part labels (train/embargo/val/...); a path never leaves its part."""
+def _prepare(bars: pd.DataFrame, price) -> dict:
+    """The (N,) path arrays in (address, bar_start) order shared by fit and transform: order,
+    seg (run ids), close (ffilled within seg), o/h/lo, ref (entry reference), net, inv."""
     for col in ("address", "bar_start", "net_shares", "inventory"):
         if col not in bars:
             raise ValueError(f"bar table lacks column {col!r} needed for labels")
-    n = len(bars)
     px = np.asarray(price, dtype=float).ravel()
-    train = np.asarray(train_mask, dtype=bool).ravel()
-    part = train if split is None else pd.factorize(np.asarray(split, dtype=object).ravel())[0]
-    if px.shape != (n,) or train.shape != (n,) or part.shape != (n,):
-        raise ValueError(f"price {px.shape}, train_mask {train.shape} and split {part.shape} "
-                         f"must be ({n},) like bars")
+    if px.shape != (len(bars),):
+        raise ValueError(f"price {px.shape} must be ({len(bars)},) like bars")
     order = np.lexsort((bars["bar_start"].to_numpy(), bars["address"].astype(str).to_numpy()))
     kind, rng_cols = _path_columns(bars, px)
     key = bars["address"].astype(str)
@@ -228,28 +225,54 @@ def run(bars: pd.DataFrame, price, train_mask, cfg: LabelConfig, split=None
         key = key + "|" + bars["slug"].astype(str)
     codes = pd.factorize(key.to_numpy()[order])[0]
     seg = np.concatenate([[0], np.cumsum(codes[1:] != codes[:-1])])   # run ids, (N,)
-    # (N,) path arrays in sorted order, forward-filled within the segment
     close = pd.Series(px[order]).groupby(seg).ffill().to_numpy()
     if kind:
         raw_open, raw_h, raw_l = (bars[col].to_numpy(float)[order] for col in rng_cols)
     else:                                 # close-only path: the range is the close itself
         raw_open = raw_h = raw_l = px[order]
     o, h, lo = (np.where(np.isfinite(v), v, close) for v in (raw_open, raw_h, raw_l))
-    ref = entry_reference(close, raw_open, seg)
+    return {"order": order, "seg": seg, "close": close, "o": o, "h": h, "lo": lo,
+            "ref": entry_reference(close, raw_open, seg),
+            "net": np.nan_to_num(bars["net_shares"].to_numpy(float)[order]),
+            "inv": np.nan_to_num(bars["inventory"].to_numpy(float)[order])}
+
+
+def _mask(values, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(values).ravel()
+    if arr.shape != (n,):
+        raise ValueError(f"{name} {arr.shape} must be ({n},) like bars")
+    return arr
+
+
+def fit(bars: pd.DataFrame, price, train_mask, cfg: LabelConfig) -> dict:
+    """The barrier calibration from train rows only: {"pt", "sl", "horizon", "n_round_trips",
+    "source"} (module docstring). Changing any non-train row leaves it unchanged."""
+    prep = _prepare(bars, price)
+    train = _mask(train_mask, len(bars), "train_mask").astype(bool)
+    return calibrate(prep["inv"], prep["close"], prep["ref"], prep["seg"], train[prep["order"]],
+                     cfg, prep["net"])
+
+
+def transform(bars: pd.DataFrame, price, params: dict, split) -> tuple[pd.DataFrame, dict]:
+    """Triple Barrier labels aligned to bars with fit's barriers (params pt, sl, horizon); a
+    path never leaves its part of `split` ((N,) part labels, e.g. train/embargo/val/test).
+    Returns (labels with LABEL_COLUMNS, {"n_events", "n_both", "n_unlabelled"})."""
+    n = len(bars)
+    prep = _prepare(bars, price)
+    order, seg, close, inv, net = (prep[k] for k in ("order", "seg", "close", "inv", "net"))
+    part = pd.factorize(_mask(split, n, "split").astype(object))[0]
     # a path also ends where the split part changes: both run ids are non-decreasing, so their
     # (N,) sum steps up wherever either does
     seg_end = segment_last(seg + np.concatenate([[0], np.cumsum(np.diff(part[order]) != 0)]))
-    net = np.nan_to_num(bars["net_shares"].to_numpy(float)[order])
-    inv = np.nan_to_num(bars["inventory"].to_numpy(float)[order])
-    calib = calibrate(inv, close, ref, seg, train[order], cfg, net)
     # (N,) inventory at the bar's start: the previous row of the same segment, flat at its start
     inv0 = np.concatenate([[0.0], inv[:-1]])
     inv0[np.concatenate([[True], seg[1:] != seg[:-1]])] = 0.0
     sn = np.sign(net)
     is_ev = (sn != 0) & ((inv0 == 0) | (sn == np.sign(inv0)) | (sn == np.sign(inv)))
+    ref = prep["ref"]
     ev = np.flatnonzero(is_ev & np.isfinite(ref) & (ref > 0))
-    res = triple_barrier((o, h, lo, close), ref, seg_end, ev, sn[ev],
-                         calib["pt"], calib["sl"], calib["horizon"])
+    res = triple_barrier((prep["o"], prep["h"], prep["lo"], close), ref, seg_end, ev, sn[ev],
+                         params["pt"], params["sl"], params["horizon"])
     out = {"tbm_event": np.zeros(n, bool), "tbm_label": np.full(n, np.nan),
            "tbm_ret": np.full(n, np.nan), "tbm_exit_bars": np.full(n, np.nan),
            "tbm_both": np.zeros(n, bool)}
@@ -259,9 +282,19 @@ def run(bars: pd.DataFrame, price, train_mask, cfg: LabelConfig, split=None
     out["tbm_ret"][rows] = res["ret"]
     out["tbm_exit_bars"][rows] = res["exit_bars"]
     out["tbm_both"][rows] = res["both"]
-    calib.update(n_events=int(len(ev)), n_both=int(res["both"].sum()),
-                 n_unlabelled=int(is_ev.sum() - len(ev)))
-    return pd.DataFrame(out, index=bars.index), calib
+    counts = {"n_events": int(len(ev)), "n_both": int(res["both"].sum()),
+              "n_unlabelled": int(is_ev.sum() - len(ev))}
+    return pd.DataFrame(out, index=bars.index), counts
+
+
+def run(bars: pd.DataFrame, price, train_mask, cfg: LabelConfig, split=None
+        ) -> tuple[pd.DataFrame, dict]:
+    """fit on train rows, then transform every row: (labels aligned to bars, calibration plus
+    transform's counts). split: optional (N,) part labels; None = the train mask's two parts."""
+    train = _mask(train_mask, len(bars), "train_mask").astype(bool)
+    calib = fit(bars, price, train, cfg)
+    labels, counts = transform(bars, price, calib, train if split is None else split)
+    return labels, {**calib, **counts}
 
 
 def main() -> None:

@@ -67,6 +67,9 @@ class ModelConfig:
     """Longest sequence (bars) the model accepts; size of the positional table."""
     dropout: float = 0.1
     """Dropout on embeddings, attention weights and residual branches (training only)."""
+    state_bins: int = 0
+    """0 = the seed's linear state embedding; N > 0 = each feature piecewise-linearly encoded
+    over N bins whose edges (the `bin_edges` buffer) are train quantiles (set_state_bins)."""
 
 
 @torch.library.custom_op("trader_twin::keep_mask", mutates_args=(),
@@ -224,14 +227,21 @@ class TraderDecisionTransformer(nn.Module):
         n_heads: int = ModelConfig.n_heads,
         context: int = ModelConfig.context,
         dropout: float = ModelConfig.dropout,
+        state_bins: int = ModelConfig.state_bins,
     ):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}")
-        cfg = ModelConfig(state_dim, action_dim, d_model, n_layers, n_heads, context, dropout)
+        if state_bins < 0 or state_bins == 1:
+            raise ValueError(f"state_bins must be 0 (linear) or >= 2, got {state_bins}")
+        cfg = ModelConfig(state_dim, action_dim, d_model, n_layers, n_heads, context, dropout, state_bins)
         self.config = cfg
         self.embed_rtg = nn.Linear(1, d_model)  # E_rtg: scalar RTG_t (x RTG_SCALE)
-        self.embed_state = nn.Linear(state_dim, d_model)  # E_s
+        self.embed_state = nn.Linear(state_dim * max(1, state_bins), d_model)  # E_s
+        if state_bins:
+            # (S, N + 1) increasing edges per feature; placeholder -1..1 until set_state_bins
+            # (a persistent buffer, so a checkpoint alone reproduces the encoding)
+            self.register_buffer("bin_edges", torch.linspace(-1, 1, state_bins + 1).repeat(state_dim, 1))
         self.embed_action = nn.Embedding(action_dim + 1, d_model)  # E_a; row action_dim = START
         self.project = nn.Linear(3 * d_model, d_model)  # concat(3 d) -> d
         self.pos = nn.Embedding(context, d_model)  # learned positional encoding
@@ -285,6 +295,29 @@ class TraderDecisionTransformer(nn.Module):
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"rtg_norm must be finite and > 0, got {value}")
         self.rtg_norm.fill_(float(value))
+
+    def set_state_bins(self, states) -> None:
+        """Fit the piecewise-linear encoding's edges on train states (n, state_dim): per feature,
+        the quantiles 0, 1/N, .., 1 (ties make zero-width bins, which encode as a step)."""
+        n_bins = self.config.state_bins
+        if not n_bins:
+            raise ValueError("set_state_bins: this model has a linear state embedding (state_bins=0)")
+        x = torch.as_tensor(states, dtype=torch.float64)
+        if x.dim() != 2 or x.shape[1] != self.config.state_dim or len(x) < 2:
+            raise ValueError(f"set_state_bins needs (n >= 2, {self.config.state_dim}) states, got {tuple(x.shape)}")
+        q = torch.quantile(x, torch.linspace(0, 1, n_bins + 1, dtype=torch.float64), dim=0)  # (N+1, S)
+        self.bin_edges.copy_(q.T.cummax(dim=1).values)
+
+    def encode_states(self, states: torch.Tensor) -> torch.Tensor:
+        """(..., S) -> (..., S) unchanged (linear embedding) or (..., S x N) piecewise-linear
+        encoding: bin k of feature j is clamp((x_j - e_jk) / (e_j,k+1 - e_jk), 0, 1), so a
+        threshold at an edge is one weight of the embedding (Gorishniy et al. 2022, "PLE")."""
+        if not self.config.state_bins:
+            return states
+        lo, hi = self.bin_edges[:, :-1], self.bin_edges[:, 1:]  # (S, N)
+        width = (hi - lo).clamp_min(1e-6)
+        enc = ((states.unsqueeze(-1) - lo) / width).clamp(0.0, 1.0)  # (..., S, N)
+        return enc.flatten(-2)
 
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
@@ -376,7 +409,7 @@ class TraderDecisionTransformer(nn.Module):
         tok = torch.cat(
             (
                 self.embed_rtg((rtg / self.rtg_norm).to(dtype).unsqueeze(-1)),  # (..., d)
-                self.embed_state(states.to(dtype)),  # (..., d)
+                self.embed_state(self.encode_states(states.to(dtype))),  # (..., d)
                 self.embed_action(prev_actions.long()),  # (..., d)
             ),
             dim=-1,

@@ -287,7 +287,9 @@ def build(cfg: PipelineConfig) -> tuple[pd.DataFrame, dict]:
         st.msg = f"price_source {ffit.get('price_source')}, d {ffit.get('d')}"
     with _Stage("labels", timings, bar) as st:
         price = bars["u_close"] if ffit.get("price_source") == "underlying" else bars["close"]
-        labels, calib = labeling.run(bars, price, train, labeling.LabelConfig(), split=split)
+        calib = labeling.fit(bars, price, train, labeling.LabelConfig())  # barriers from train rows
+        labels, counts = labeling.transform(bars, price, calib, split)  # every split, same barriers
+        calib = {**calib, **counts}
         st.msg = (f"{int(np.asarray(labels['tbm_event']).sum())} events, pt {calib.get('pt')} "
                   f"sl {calib.get('sl')} horizon {calib.get('horizon')} ({calib.get('source')})")
     with _Stage("state", timings, bar) as st:

@@ -116,6 +116,8 @@ class TrainConfig:
     """Attention heads."""
     dropout: float = ModelConfig.dropout
     """Dropout rate."""
+    state_bins: int = ModelConfig.state_bins
+    """0 = linear state embedding (the seed); N >= 2 = piecewise-linear encoding over N train-quantile bins."""
     weight_decay: float = TrainerConfig.weight_decay
     """AdamW weight decay on Linear weights."""
     warmup_steps: int | None = None
@@ -301,9 +303,15 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
         ckpt = torch.load(last_path, map_location="cpu")
     model_config = ckpt["model_config"] if ckpt else dict(
         state_dim=int(meta["state_dim"]), action_dim=N_ACTIONS, d_model=cfg.d_model,
-        n_layers=cfg.n_layers, n_heads=cfg.n_heads, context=int(meta["window"]), dropout=cfg.dropout)
-    model = TraderDecisionTransformer.from_config(model_config)
+        n_layers=cfg.n_layers, n_heads=cfg.n_heads, context=int(meta["window"]), dropout=cfg.dropout,
+        state_bins=cfg.state_bins)
+    try:
+        model = TraderDecisionTransformer.from_config(model_config)
+    except ValueError as e:
+        raise TrainError(str(e)) from None
     model.set_rtg_norm(rtg_target_std(train_ds))
+    if model.config.state_bins:  # edges from train rows only (a resume loads the stored ones)
+        model.set_state_bins(df.loc[df["split"].to_numpy() == "train", cols].to_numpy(np.float64))
     # model selection conditions on a target from the train split, never the realised val RTG
     target = honest_target(df, window)
     epochs = cfg.epochs if cfg.steps is None else max(1, math.ceil(cfg.steps / len(train_loader)))

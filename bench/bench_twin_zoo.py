@@ -20,7 +20,7 @@ steps; the twin is undertrained at this budget, see issue 21).
 
 Run: `python bench/bench_twin_zoo.py --traders 20 --seed 0` (full), `--traders 4` (iteration);
 `[--families trend,streak] [--days D] [--epochs E] [--workdir /tmp/twin_zoo] [--out reports/zoo]`;
-`--reuse` scores the runs already finished in --workdir instead of rerunning them. Ablations:
+`--only 7,8` runs those indices of the draw only; `--reuse` scores the runs already finished in --workdir instead of rerunning them. Ablations:
 `--features extended` (pipeline.py's state set), `--train_args "--steps 300 --rtg_input honest"`
 (extra train_model.py flags) and `--data_from /tmp/twin_zoo` (reuse an earlier work folder's
 simulated trades and truth, so every variant is scored on the very same traders).
@@ -218,6 +218,8 @@ def main() -> None:
     p.add_argument("--train_args", default="", help="extra train_model.py flags, e.g. '--steps 300'")
     p.add_argument("--data_from", default=None,
                    help="an earlier --workdir whose simulated trades and truth to reuse (ablations)")
+    p.add_argument("--only", default=None,
+                   help="comma list of trader indices of the --traders draw to run (quick ablations)")
     a = p.parse_args()
     fams = [f.strip() for f in a.families.split(",") if f.strip()]
     bad = [f for f in fams if f not in FAMILIES]
@@ -226,7 +228,10 @@ def main() -> None:
     work, out = Path(a.workdir), REPO / a.out
     out.mkdir(parents=True, exist_ok=True)
     t_all, results = time.perf_counter(), []
+    only = None if a.only is None else {int(i) for i in a.only.split(",")}
     for t in draw_traders(a.traders, a.seed, fams):
+        if only is not None and t["index"] not in only:
+            continue
         t0 = time.perf_counter()
         done = (trader_dir(t, work) / "reports" / "predictions.parquet").exists()
         src = Path(a.data_from) if a.data_from else None

@@ -234,3 +234,25 @@ def test_label_path_never_crosses_a_split_even_when_horizon_exceeds_it():
     # without the split the same train event looks into the embargo and hits the stop
     labels_all, _ = lb.run(bars, bars["u_close"], np.ones(len(bars), bool), cfg)
     assert labels_all["tbm_label"][1] == -1.0
+
+
+def test_fit_reads_train_rows_only_and_transform_applies_the_stored_barriers():
+    close, net, inv = _random_trader(600, 4)
+    train = np.arange(600) < 400
+    split = np.where(train, "train", "test")
+    bars = _bars(close, net, inv)
+    params = lb.fit(bars, bars["u_close"], train, lb.LabelConfig())
+    # fit's params are plain values (pipeline_meta.json) and run = fit then transform
+    assert set(params) == {"pt", "sl", "horizon", "n_round_trips", "source"}
+    labels, counts = lb.transform(bars, bars["u_close"], params, split)
+    run_labels, run_cal = lb.run(bars, bars["u_close"], train, lb.LabelConfig(), split=split)
+    pd.testing.assert_frame_equal(labels, run_labels)
+    assert run_cal == {**params, **counts} and counts["n_events"] == int(labels["tbm_event"].sum())
+    # transform with other barriers moves the labels; fit ignores the test rows entirely
+    wide, _ = lb.transform(bars, bars["u_close"], {**params, "pt": 10 * params["pt"]}, split)
+    assert (wide["tbm_label"] == 1).sum() < (labels["tbm_label"] == 1).sum()
+    changed = bars.copy()
+    changed.loc[~train, "u_close"] *= 3.0
+    assert lb.fit(changed, changed["u_close"], train, lb.LabelConfig()) == params
+    with pytest.raises(ValueError, match="split"):
+        lb.transform(bars, bars["u_close"], params, split[:10])

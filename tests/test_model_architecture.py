@@ -290,3 +290,42 @@ def test_compiled_model_equals_eager_with_dropout_on():
     torch.testing.assert_close(logits, ref_logits, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(rtg, ref_rtg, rtol=1e-4, atol=1e-4)
     assert (ref_logits - model.eval()(*x)[0]).abs().max() > 1e-4  # dropout was on
+
+
+def test_state_bins_encode_each_feature_piecewise_linearly_on_train_quantiles():
+    model = tiny(state_bins=4)
+    train = torch.randn(400, 17, generator=torch.Generator().manual_seed(3))
+    train[:, 5] = 0.0  # a constant feature: every edge ties, its bins become steps at 0
+    model.set_state_bins(train)
+    edges = model.bin_edges
+    assert edges.shape == (17, 5) and (edges[:, 1:] >= edges[:, :-1]).all()
+    torch.testing.assert_close(edges[0].double(), torch.quantile(train[:, 0].double(), torch.linspace(0, 1, 5).double()))
+    x = torch.stack([edges[:, 0] - 1, (edges[:, 1] + edges[:, 2]) / 2, edges[:, 4] + 1])  # (3, 17)
+    enc = model.encode_states(x).view(3, 17, 4)
+    assert enc[0, 0].tolist() == [0, 0, 0, 0] and enc[2, 0].tolist() == [1, 1, 1, 1]
+    torch.testing.assert_close(enc[1, 0], torch.tensor([1.0, 0.5, 0.0, 0.0]))
+    assert enc[2, 5].tolist() == [1, 1, 1, 1] and enc[0, 5].tolist() == [0, 0, 0, 0]  # steps
+    assert model.embed_state.in_features == 17 * 4
+    # the edges travel in the state dict, and causality and the KV cache hold with the encoding
+    other = TraderDecisionTransformer.from_config(asdict(model.config))
+    other.load_state_dict(model.state_dict())
+    torch.testing.assert_close(other.bin_edges, edges, rtol=0, atol=0)
+    rtg, states, prev = inputs()
+    ref, _ = model(rtg, states, prev)
+    cut = states.clone()
+    cut[:, 10:] += 3.0
+    torch.testing.assert_close(model(rtg, cut, prev)[0][:, :10], ref[:, :10])
+    cache = None
+    for t in range(states.shape[1]):
+        logits, _, cache = model.step(rtg[:, t], states[:, t], prev[:, t], cache)
+    torch.testing.assert_close(logits, ref[:, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_state_bins_are_optional_and_validated():
+    assert "bin_edges" not in TraderDecisionTransformer(state_dim=17, action_dim=5).state_dict()
+    with pytest.raises(ValueError, match="state_bins"):
+        tiny(state_bins=1)
+    with pytest.raises(ValueError, match="linear state embedding"):
+        tiny().set_state_bins(torch.randn(10, 17))
+    with pytest.raises(ValueError, match="states"):
+        tiny(state_bins=3).set_state_bins(torch.randn(10, 16))

@@ -21,8 +21,9 @@ import pytest
 import torch
 
 from action_discretization import START_ACTION
+from model_architecture import TraderDecisionTransformer
 from state_features import STATE_FEATURES
-from train_model import TrainConfig, run
+from train_model import TrainConfig, TrainError, run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = dict(d_model=16, n_layers=1, n_heads=2)
@@ -207,3 +208,17 @@ def test_demo_data_beats_majority_baseline_on_val_macro_f1(tmp_path):
     best = torch.load(tmp_path / "models" / "best_model.pt")["metrics"]["val"]
     assert summary["best_macro_f1"] > best["baseline_macro_f1"] + 0.15, best
     shutil.rmtree(tmp_path / "merged_trades")
+
+
+def test_state_bins_flag_fits_the_edges_on_train_rows_and_the_checkpoint_rebuilds_them(small, tmp_path):
+    run(cfg(small, tmp_path, epochs=1, state_bins=6))
+    ck = torch.load(tmp_path / "best_model.pt")
+    assert ck["model_config"]["state_bins"] == 6
+    df = pd.read_parquet(small)
+    train = df.loc[df["split"] == "train", STATE_FEATURES].to_numpy(np.float64)
+    expect = np.quantile(train, np.linspace(0, 1, 7), axis=0).T  # (S, 7), train rows only
+    np.testing.assert_allclose(ck["model_state_dict"]["bin_edges"].numpy(), expect, rtol=1e-6, atol=1e-6)
+    model = TraderDecisionTransformer.from_checkpoint(tmp_path / "best_model.pt")
+    assert model.config.state_bins == 6
+    with pytest.raises(TrainError, match="state_bins"):
+        run(cfg(small, tmp_path / "bad", epochs=1, state_bins=1))
