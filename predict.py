@@ -12,7 +12,8 @@ fitted on the training data's train split: the FFD order d and price source, the
 and capital, the action thresholds. Nothing is fitted on the new data. The next bar's state uses
 only events before its start (the one-bar shift of state_features), so it is known now.
 
-Run alone: the command above (`--device cpu|cuda|auto`, `--json` for machine-readable output).
+Run alone: the command above (`--device cpu|cuda|auto`, `--json` for machine-readable output);
+`--follow [--poll_s 5] [--max_decisions N]` keeps deciding as new price files arrive.
 
 Decisions where the issue is silent:
 - States: feature_engineering.transform (the stored price source, d and indicator periods),
@@ -23,6 +24,14 @@ Decisions where the issue is silent:
   target + the returns observed from them up to now (RTG_k = target + sum_{k<=j<next} r_j): the
   same "target minus observed returns" conditioning as evaluate.py, anchored at the next bar.
 - Previous actions are the trader's observed ones; the first bar of the history sees START.
+- `--follow` (a live bot): the folder is polled every --poll_s seconds; when its price files
+  change it is ingested again (whole, with the stored transforms: simple, and seconds per
+  look), and the model takes one KV-cached `model.step` per bar it has not seen (then one for
+  the next bar, whose token is dropped until that bar is observed). Bars whose inputs changed
+  (late fills) are re-stepped from the first change (cache.truncate). The target is what is
+  left to make since following began: target_rtg minus the returns of the bars observed since
+  (the Decision Transformer's rollout rule), so the cached RTG inputs stay valid. One decision
+  per change (JSON lines with --json); Ctrl-C or --max_decisions ends it.
 - The suggested trade is the action class's train-split median size (pipeline_meta
   actions.class_sizes), taken from flat as the backtest's bot does: a BUY-side class buys Up at
   the ask, a SELL-side class buys Down at 1 - the Up bid. Its fee is _evaluate_backtest's
@@ -35,6 +44,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +82,12 @@ class PredictConfig:
     """Taker fee rate: fee = shares x rate x (p (1 - p))^exponent (Polymarket, 15-min crypto, 2026-01)."""
     fee_exponent: float = FEE_EXPONENT
     """Exponent of the taker fee formula."""
+    follow: bool = False
+    """Keep running: decide again whenever the trader's folder changes (new or grown price files)."""
+    poll_s: float = 5.0
+    """--follow: seconds between looks at the folder."""
+    max_decisions: int | None = None
+    """--follow: stop after this many decisions (None = until Ctrl-C)."""
 
 
 class PredictError(UserError):
@@ -178,17 +194,14 @@ def suggested_fee(action: str, class_sizes: dict, quote: dict | None, rate: floa
             "rate": rate, "exponent": exponent}
 
 
-def run(cfg: PredictConfig) -> dict:
-    """The twin's next-bar action: {"address", "last_bar", "next_bar", "target_rtg", "action",
-    "probabilities": {name: p}, "history_bars", "fee": suggested_fee(...) or None}."""
-
+def load_model(cfg: PredictConfig):
+    """(TraderInference on cfg.device, its pipeline_meta, the torch device); PredictError (one
+    line) when the folder, the file or a fitted statistic is missing."""
     if not cfg.trader or not Path(cfg.trader).is_dir():  # user errors first, before torch loads
         raise PredictError(f"--trader {cfg.trader!r} is not a folder; {found_traders(cfg.trader)}")
     if not Path(cfg.model).exists():
         raise PredictError(f"model file {cfg.model} not found: run `python train_model.py` first")
     device = _device(cfg.device)
-    import torch
-
     from training import TraderInference
 
     inf = TraderInference.from_checkpoint(cfg.model, device)
@@ -197,48 +210,156 @@ def run(cfg: PredictConfig) -> dict:
     missing = [k for k in need if k not in meta]
     if missing:
         raise PredictError(f"{cfg.model}: pipeline_meta lacks {missing}; retrain with train_model.py")
-    history, quote = load_trader(cfg.trader, meta["bar_interval"], cfg.workers)
+    return inf, meta, device
+
+
+def model_inputs(history: pd.DataFrame, meta: dict) -> dict:
+    """The model's per-bar inputs for the history plus the next bar (N + 1 rows): bar_start,
+    states (N+1, S) float32, prev (a_{t-1}, int64), r (returns; the next bar's is 0: unknown)."""
     bars = add_next_bar(history, meta["bar_interval"])
-    states = build_states(bars, meta)
     acts = discretize(bars["net_shares"].to_numpy(float), meta["actions"]["thresholds"])
-    prev = np.r_[START_ACTION, acts[:-1]].astype(np.int64)  # a_{t-1}; the next bar's = last action
     r = returns(bars["pnl"].to_numpy(float), float(meta["capital"]))
-    r[-1] = 0.0  # the next bar's return is unknown (and never used: RTG_t sees r_k, k < t only)
-    K = min(int(meta["window"]), inf.model.config.context, len(bars))
-    rk = r[-K:]
-    rtg = honest_rtg(rk[None], cfg.target_rtg + float(rk[:-1].sum()))  # RTG at the next bar = target
-    with torch.inference_mode():
-        logits, _ = inf.model(
-            torch.tensor(rtg * RTG_SCALE, dtype=torch.float32, device=device),
-            torch.tensor(states.to_numpy()[-K:][None], device=device),
-            torch.tensor(prev[-K:][None], device=device))
-    p = torch.softmax(logits[0, -1].float(), -1).cpu().numpy()
+    r[-1] = 0.0  # never used: RTG_t sees r_k, k < t only
+    return {"bars": bars, "bar_start": bars["bar_start"].to_numpy(),
+            "states": build_states(bars, meta).to_numpy(np.float32),
+            "prev": np.r_[START_ACTION, acts[:-1]].astype(np.int64), "r": r}
+
+
+def decision(bars: pd.DataFrame, p: np.ndarray, cfg: PredictConfig, meta: dict, quote, history_bars: int) -> dict:
+    """run()'s answer for next-bar probabilities p (A,)."""
     action = ACTIONS[int(p.argmax())]
     return {
         "address": str(bars["address"].iloc[-1]), "last_bar": str(bars["bar_start"].iloc[-2]),
         "next_bar": str(bars["bar_start"].iloc[-1]), "target_rtg": cfg.target_rtg,
-        "action": action, "history_bars": int(K - 1),
+        "action": action, "history_bars": int(history_bars),
         "probabilities": {a: float(v) for a, v in zip(ACTIONS, p, strict=True)},
         "fee": suggested_fee(action, meta["actions"].get("class_sizes") or {}, quote,
                              cfg.fee_rate, cfg.fee_exponent),
     }
 
 
-def main() -> None:
-    """CLI: flags 1:1 with PredictConfig; prints the next bar's action and probabilities."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_config_args(p, PredictConfig, " (default: %(default)s)", trader={"required": True})
-    args = p.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
-    try:
-        out = run(PredictConfig(**vars(args)))
-    except (UserError, FileNotFoundError) as e:  # PredictError, EvaluationError (bad --device), ...
-        print(f"predict: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    if args.json:
-        print(orjson.dumps(out).decode())
+def run(cfg: PredictConfig) -> dict:
+    """The twin's next-bar action: {"address", "last_bar", "next_bar", "target_rtg", "action",
+    "probabilities": {name: p}, "history_bars", "fee": suggested_fee(...) or None}."""
+    import torch
+
+    inf, meta, device = load_model(cfg)
+    history, quote = load_trader(cfg.trader, meta["bar_interval"], cfg.workers)
+    x = model_inputs(history, meta)
+    K = min(int(meta["window"]), inf.model.config.context, len(x["r"]))
+    rk = x["r"][-K:]
+    rtg = honest_rtg(rk[None], cfg.target_rtg + float(rk[:-1].sum()))  # RTG at the next bar = target
+    with torch.inference_mode():
+        logits, _ = inf.model(
+            torch.tensor(rtg * RTG_SCALE, dtype=torch.float32, device=device),
+            torch.tensor(x["states"][-K:][None], device=device),
+            torch.tensor(x["prev"][-K:][None], device=device))
+    p = torch.softmax(logits[0, -1].float(), -1).cpu().numpy()
+    return decision(x["bars"], p, cfg, meta, quote, K - 1)
+
+
+def folder_signature(trader: str) -> tuple:
+    """(name, size, mtime_ns) of every *_prices.json under the folder: changes when a price file
+    arrives, grows or is rewritten."""
+    out = []
+    for f in sorted(Path(trader).rglob("*_prices.json")):
+        try:
+            st = f.stat()
+        except OSError:  # vanished between the listing and the stat (a sync in progress)
+            continue
+        out.append((str(f.relative_to(trader)), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+class Follower:
+    """Decisions bar after bar with one KV-cached model step per new bar (module doc, --follow).
+
+    The cache holds the observed bars from `start` (a bar_start) on: at first the last K - 1
+    (K = the model's window, so the first decision is run()'s), after a full cache the last
+    K/2 - 1, so a decision sees K/2 - 1 .. K - 1 bars of history. Each update steps the bars
+    it has not seen (or that changed), then the next bar, whose token it drops again
+    (cache.truncate) so that the bar is stepped with its real data once it is observed. The
+    remaining target at the next bar is target_rtg minus the returns of the bars observed since
+    following began (the Decision Transformer's rollout rule), so cached RTG inputs never move.
+    """
+
+    def __init__(self, inf, meta: dict, cfg: PredictConfig, device):
+        self.inf, self.meta, self.cfg, self.device = inf, meta, cfg, device
+        self.K = min(int(meta["window"]), inf.model.config.context)
+        self.begin = None  # bar_start of the first next bar: returns from it on count against the target
+        self.start = None  # bar_start of the cache's first bar
+        self.cache, self.seen = None, None  # KVCache; inputs of its tokens (rtg, states, prev)
+        self.last_next = None  # bar_start of the last decision's next bar
+
+    def update(self, history: pd.DataFrame, quote) -> dict | None:
+        """The decision for the next bar after `history`, or None when no input changed."""
+        import torch
+
+        from model_architecture import KVCache
+
+        x = model_inputs(history, self.meta)
+        t, r, n_obs = x["bar_start"], x["r"], len(x["r"]) - 1
+        self.begin = t[-1] if self.begin is None else self.begin
+        remaining = self.cfg.target_rtg - float(r[:n_obs][t[:n_obs] >= self.begin].sum())
+        w = -1 if self.start is None else int(np.searchsorted(t, self.start))
+        if w < 0 or w >= len(t) or t[w] != self.start or n_obs + 1 - w > self.K:
+            # start: the last K - 1 observed bars + the next (run()'s window); a full cache
+            # restarts with the last K/2 tokens, so the next K/2 bars are one step each
+            keep = self.K if self.start is None else max(1, self.K // 2)
+            w = max(0, n_obs + 1 - keep)
+            self.start, self.cache, self.seen = t[w], KVCache(), None
+        rtg = honest_rtg(r[w:], remaining + float(r[w:n_obs].sum())) * RTG_SCALE  # (n_obs + 1 - w,)
+        new = (rtg.astype(np.float32), x["states"][w:], x["prev"][w:])
+        n = n_obs - w  # observed tokens wanted in the cache
+        d = 0 if self.seen is None else min(len(self.seen[0]), n)
+        if self.seen is not None:  # first token whose inputs changed (late fills, revised bars)
+            same = np.ones(d, bool)
+            for old, cur in zip(self.seen, new, strict=True):
+                same &= (old[:d] == cur[:d]).reshape(d, -1).all(axis=1)
+            d = int(np.argmin(same)) if not same.all() else d
+            if d == n == len(self.seen[0]) and t[-1] == self.last_next:
+                return None  # nothing new: the same decision as before
+        self.cache.truncate(min(d, self.cache.length))
+        dev, model = self.device, self.inf.model
+        for i in range(d, n + 1):  # one cached step per bar not yet seen, then the next bar
+            logits, _, self.cache = model.step(
+                torch.tensor(new[0][i:i + 1], device=dev), torch.tensor(new[1][i:i + 1], device=dev),
+                torch.tensor(new[2][i:i + 1], device=dev), self.cache)
+        self.cache.truncate(n)  # the next bar's token goes: it is stepped again once observed
+        self.seen, self.last_next = tuple(a[:n] for a in new), t[-1]
+        p = torch.softmax(logits[0].float(), -1).cpu().numpy()
+        out = decision(x["bars"], p, self.cfg, self.meta, quote, n)
+        return {**out, "remaining_target_rtg": remaining, "steps": n + 1 - d}
+
+
+def follow(cfg: PredictConfig, wait=time.sleep):
+    """Yield a decision (run()'s dict + remaining_target_rtg and steps) now and after every
+    change of the trader's folder, looking every cfg.poll_s seconds (`wait(poll_s)` between
+    looks), until cfg.max_decisions decisions."""
+    inf, meta, device = load_model(cfg)
+    bot, sig, made = Follower(inf, meta, cfg, device), None, 0
+    while cfg.max_decisions is None or made < cfg.max_decisions:
+        now = folder_signature(cfg.trader)
+        if now != sig:
+            sig = now
+            out = bot.update(*load_trader(cfg.trader, meta["bar_interval"], cfg.workers))
+            if out is not None:
+                made += 1
+                yield out
+                if cfg.max_decisions is not None and made >= cfg.max_decisions:
+                    return
+        wait(cfg.poll_s)
+
+
+def show(out: dict, as_json: bool) -> None:
+    """Print one decision: a JSON line, or the table."""
+    if as_json:
+        print(orjson.dumps(out).decode(), flush=True)
         return
     print(f"trader {out['address']}, last bar {out['last_bar']}, target RTG {out['target_rtg']:+.2%}")
+    if "remaining_target_rtg" in out:
+        print(f"following: target left {out['remaining_target_rtg']:+.2%} after the bars since it "
+              f"began; {out['steps']} cached model step(s) for this decision")
     print(f"next bar {out['next_bar']}: {out['action']}")
     for name, v in out["probabilities"].items():
         print(f"  {name:<12} {v:.3f}")
@@ -252,6 +373,29 @@ def main() -> None:
         print(f"taker fee at the current quote: {f['fee_usdc']:.4f} USDC ({f['fee_tokens']:.4f} "
               f"tokens) to buy {f['shares']:g} {f['token']} shares at {f['price']:.3f} (quote of "
               f"{q['slug']} at {q['t']}; fee = shares x {f['rate']:g} x (p (1 - p))^{f['exponent']:g})")
+    sys.stdout.flush()
+
+
+def main() -> None:
+    """CLI: flags 1:1 with PredictConfig; prints the next bar's action and probabilities (with
+    --follow, one decision per change of the folder until Ctrl-C or --max_decisions)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_args(p, PredictConfig, " (default: %(default)s)", trader={"required": True})
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
+    cfg = PredictConfig(**vars(args))
+    try:
+        if cfg.max_decisions is not None and cfg.max_decisions < 1:
+            raise PredictError(f"--max_decisions must be >= 1, got {cfg.max_decisions}")
+        if not cfg.poll_s > 0:
+            raise PredictError(f"--poll_s must be > 0, got {cfg.poll_s}")
+        for out in follow(cfg) if cfg.follow else [run(cfg)]:
+            show(out, cfg.json)
+    except (UserError, FileNotFoundError) as e:  # PredictError, EvaluationError (bad --device), ...
+        print(f"predict: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C ends --follow; every decision so far is printed
+        raise SystemExit(0) from None
 
 
 if __name__ == "__main__":

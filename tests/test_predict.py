@@ -135,3 +135,94 @@ def test_a_wrong_trader_lists_the_trader_folders_it_found(built, tmp_path):
     empty.mkdir()
     with pytest.raises(predict.PredictError, match="no trader folders"):
         predict.run(predict.PredictConfig(model=str(built["model"]), trader=str(empty / "0xabc")))
+
+
+def _uncached(built, history: pd.DataFrame, history_bars: int, remaining: float) -> np.ndarray:
+    """The next bar's probabilities from one full forward (no KV cache) over the follower's
+    window (the last history_bars observed bars + the next) with the rollout RTG."""
+    import torch
+
+    from sequence_preparation import RTG_SCALE, honest_rtg
+
+    inf = TraderInference.from_checkpoint(built["model"])
+    x = predict.model_inputs(history, built["meta"])
+    w = len(x["r"]) - 1 - history_bars
+    r = x["r"][w:]
+    rtg = honest_rtg(r[None], remaining + float(r[:-1].sum())) * RTG_SCALE
+    with torch.inference_mode():
+        logits, _ = inf.model(torch.tensor(rtg, dtype=torch.float32), torch.tensor(x["states"][w:][None]),
+                              torch.tensor(x["prev"][w:][None]))
+    return torch.softmax(logits[0, -1], -1).numpy()
+
+
+def test_follow_decides_once_per_new_price_file_with_one_cached_step_per_bar(built, tmp_path):
+    files = sorted(built["trader"].glob("btc-*_prices.json"))
+    live = tmp_path / built["trader"].name
+    live.mkdir()
+    n0 = len(files) * 2 // 3
+    for f in files[:n0]:
+        shutil.copy(f, live / f.name)
+    arrivals, looks = iter(files[n0:]), []
+
+    def wait(seconds):  # every other look finds one new market's price file, the others nothing
+        looks.append(seconds)
+        if len(looks) % 2 == 0:
+            f = next(arrivals)
+            shutil.copy(f, live / f.name)
+
+    cfg = predict.PredictConfig(model=str(built["model"]), trader=str(live), target_rtg=0.02,
+                                follow=True, poll_s=0.25, max_decisions=11)
+    first = predict.run(cfg)
+    outs, begin = [], None
+    for out in predict.follow(cfg, wait=wait):
+        history = predict.load_bars(str(live), "15min", 1)
+        x = predict.model_inputs(history, built["meta"])
+        begin = pd.Timestamp(out["next_bar"]) if begin is None else begin
+        seen = x["bar_start"][:-1] >= begin
+        remaining = 0.02 - float(x["r"][:-1][seen].sum())  # the target less the returns since it began
+        assert out["remaining_target_rtg"] == pytest.approx(remaining, abs=1e-12)
+        p = np.array(list(out["probabilities"].values()))
+        np.testing.assert_allclose(p, _uncached(built, history, out["history_bars"], remaining), atol=1e-5)
+        outs.append(out)
+    assert len(outs) == 11 and looks == [0.25] * 20  # no decision for a look that found no change
+    # the first decision is run()'s (16 tokens = the window); the next market overflows it: a
+    # restart keeps 8 tokens, then each new market is one cached step for its bar plus one for
+    # the next bar, until the window is full again
+    np.testing.assert_allclose(list(outs[0]["probabilities"].values()),
+                               list(first["probabilities"].values()), atol=1e-5)
+    assert [o["steps"] for o in outs] == [16, 8] + [2] * 8 + [8]
+    assert [o["history_bars"] for o in outs] == [15, *range(7, 16), 7]
+    nxt = [pd.Timestamp(o["next_bar"]) for o in outs]
+    assert all(b > a for a, b in zip(nxt, nxt[1:], strict=False))
+
+
+def test_follow_re_steps_from_the_first_revised_bar_and_skips_unchanged_folders(built):
+    cfg = predict.PredictConfig(model=str(built["model"]), trader=str(built["trader"]), target_rtg=0.01)
+    inf, meta, device = predict.load_model(cfg)
+    history = predict.load_bars(str(built["trader"]), "15min", 1).iloc[:-3].reset_index(drop=True)
+    bot = predict.Follower(inf, meta, cfg, device)
+    assert bot.update(history, None)["steps"] == 16
+    assert bot.update(history, None) is None  # same inputs: no new decision
+    revised = history.copy()
+    j = len(revised) - 4  # a late fill flips bar j's action: a_j is bar j + 1's input
+    net = float(revised.at[j, "net_shares"])
+    revised.at[j, "net_shares"] = -1e6 if net > 0 else 1e6
+    out = bot.update(revised, None)
+    assert out["steps"] == 4  # bars j + 1 .. the last observed (3) + the next bar
+    np.testing.assert_allclose(list(out["probabilities"].values()),
+                               _uncached(built, revised, out["history_bars"], 0.01), atol=1e-5)
+
+
+def test_cli_follow_prints_json_lines_and_refuses_bad_flags(built):
+    cmd = [sys.executable, str(REPO / "predict.py"), "--model", str(built["model"]),
+           "--trader", str(built["trader"]), "--target_rtg", "0.03", "--json", "--follow",
+           "--max_decisions", "1", "--poll_s", "0.1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    out = orjson.loads(lines[-1])
+    assert len(lines) == 1 and out["remaining_target_rtg"] == 0.03 and out["action"] in ACTIONS
+    for flag, value in (("--max_decisions", "0"), ("--poll_s", "0")):
+        bad = [*cmd[:-4], flag, value]
+        proc = subprocess.run(bad, capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert proc.returncode == 2 and flag in proc.stderr and "Traceback" not in proc.stderr
