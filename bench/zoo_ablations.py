@@ -9,7 +9,7 @@ bootstrap interval over traders, and the count of traders where the twin is ahea
 or behind HistGradientBoosting (the per-trader paired interval excludes 0 or not).
 
 Run: `python bench/zoo_ablations.py seed=reports/zoo/twin_zoo.csv ext=reports/zoo_ext/twin_zoo.csv`
-(`--traders N` keeps the first N rows of each).
+(`--traders N` keeps the first N rows of each, `--only 2,3,7` those trader indices).
 """
 
 from __future__ import annotations
@@ -59,11 +59,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="name=path/to/twin_zoo.csv, in table order")
     p.add_argument("--traders", type=int, default=None, help="keep the first N traders of each run")
+    p.add_argument("--only", default=None, help="comma list of trader indices to keep (runs made with --only)")
     a = p.parse_args()
+    keep = None if a.only is None else {int(i) for i in a.only.split(",")}
     runs = {}
     for spec in a.runs:
         name, _, path = spec.partition("=")
-        df = pd.read_csv(path).sort_values("index").reset_index(drop=True)
+        df = pd.read_csv(path).sort_values("index")
+        df = (df if keep is None else df[df["index"].isin(keep)]).reset_index(drop=True)
         runs[name] = df.head(a.traders) if a.traders else df
     n = {len(df) for df in runs.values()}
     if len(n) != 1:
