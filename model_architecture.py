@@ -31,6 +31,9 @@ Decisions where the issue is silent:
   (the train std of the RTG targets, see train_model.py) rescales inside the model only.
 - Init as nanoGPT: N(0, 0.02) weights, zero biases, residual projections scaled by
   1/sqrt(2 n_layers).
+- State embedding: the seed's Linear(state_dim, d) by default; `state_bins=N` encodes each feature
+  piecewise-linearly over N bins first (edges = train quantiles, `set_state_bins`, a buffer of
+  the state dict), so a threshold rule is one weight away (the zoo ablation in BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ class ModelConfig:
     """Arguments that rebuild a TraderDecisionTransformer (stored in checkpoints as a dict)."""
 
     state_dim: int = 17
-    """Features per state vector (17, or 19 with the extra market-clock features)."""
+    """Features per state vector (seed set 17; extended 32 at 15min, 39 at 1min; +2 market-clock)."""
     action_dim: int = 5
     """Action classes predicted by the action head (STRONG_BUY .. STRONG_SELL)."""
     d_model: int = 128

@@ -28,7 +28,8 @@ Decisions where the issue is silent:
   price files are gone is used as it is. No train or val windows, or one train class, is a
   one-line error; too little data and a one-class val split are logged as warnings (with the
   numbers) and stored in the checkpoint's train_config["data_size_warnings"].
-- rtg_norm = the train std of RTG_{t+1} (model units), stored in the model's state dict.
+- rtg_norm = the train std of RTG_{t+1} (model units), stored in the model's state dict; with
+  --state_bins N the encoding's edges are the train rows' quantiles, stored there too.
 - model context = the data's window; state_dim from pipeline_meta.json. `--resume` rebuilds the
   model from the checkpoint's model_config and keeps its LR schedule (total steps).
 - warmup_steps None = 5 % of the total steps, at most 100. `--stop_after_epoch K` ends the
