@@ -14,11 +14,14 @@ mean, the minimum and the count where the twin beats HistGradientBoosting beyond
 
 Writes `{out}/twin_zoo.csv`, `{out}/twin_zoo.png` and, with --write_benchmarks, the "Twin zoo"
 table in BENCHMARKS.md. Sizes (chosen so each test split holds >= 1,000 decisions and 20
-traders fit in 2 hours on 2 cores): 84 days at 15min (1,081 test bars), 6 days at 1min (1,168),
-the seed's model (d 128, 6 layers, 8 heads, K 128) for --epochs 12 at batch 32 (~70 optimizer
-steps; the twin is undertrained at this budget, see issue 21).
+traders fit in 2 hours on 2 cores): 84 days at 15min (1,081 test bars), 6 days at 1min (1,168).
+Training: the zoo recipe RECIPE (train_model.py flags: a d 64 / 3-layer model with the
+piecewise-linear state encoding, lr 1e-3, up to 1,000 optimizer steps at batch 32; the winner of
+the ablations in BENCHMARKS.md) unless --train_args says otherwise; `--train_args ""` trains
+train_model's own defaults (the seed's shape) for --epochs.
 
-Run: `python bench/bench_twin_zoo.py --traders 20 --seed 0` (full), `--traders 4` (iteration);
+Run: `python bench/bench_twin_zoo.py --traders 20 --seed 0 --features extended` (the full run;
+`--features seed` for the 17 features), `--traders 4` (iteration);
 `[--families trend,streak] [--days D] [--epochs E] [--workdir /tmp/twin_zoo] [--out reports/zoo]`;
 `--only 7,8` runs those indices of the draw only; `--reuse` scores the runs already finished in --workdir instead of rerunning them. Ablations:
 `--features extended` (pipeline.py's state set), `--train_args "--steps 300 --rtg_input honest"`
@@ -49,7 +52,8 @@ from action_discretization import N_ACTIONS  # noqa: E402
 DAYS = {"15min": 84, "1min": 6}
 BASELINES = ("majority", "previous_action", "logistic_regression", "hist_gradient_boosting")
 SCORES = ("oracle", "twin", *BASELINES)
-MARK_BEGIN, MARK_END = "<!-- twin-zoo:begin -->", "<!-- twin-zoo:end -->"
+RECIPE = "--steps 1000 --patience 40 --d_model 64 --n_layers 3 --n_heads 4 --state_bins 16 --lr 1e-3"
+"""The zoo's train_model.py flags (BENCHMARKS.md "Twin zoo: ablations")."""
 
 
 def draw_traders(n: int, seed: int, families: list[str]) -> list[dict]:
@@ -189,15 +193,17 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_benchmarks(md: str, command: str) -> None:
-    """Replace the "Twin zoo" section's table in BENCHMARKS.md (between the markers)."""
+def write_benchmarks(md: str, command: str, features: str) -> None:
+    """Replace the "Twin zoo" section's table of this state set in BENCHMARKS.md (between its
+    markers; a new section at the end when they are missing)."""
+    MARK_BEGIN, MARK_END = f"<!-- twin-zoo:{features}:begin -->", f"<!-- twin-zoo:{features}:end -->"
     path = REPO / "BENCHMARKS.md"
     text = path.read_text()
     block = f"{MARK_BEGIN}\n`{command}` ({time.strftime('%Y-%m-%d')}):\n\n{md}\n{MARK_END}"
     if MARK_BEGIN in text:
         text = re.sub(re.escape(MARK_BEGIN) + ".*?" + re.escape(MARK_END), lambda _: block, text, flags=re.S)
     else:
-        text = text.rstrip() + f"\n\n## Twin zoo\n\n{block}\n"
+        text = text.rstrip() + f"\n\n## Twin zoo ({features} state set)\n\n{block}\n"
     path.write_text(text)
 
 
@@ -215,7 +221,8 @@ def main() -> None:
                    help="score a trader's finished run in --workdir instead of rerunning it")
     p.add_argument("--features", default="seed", choices=("seed", "extended"),
                    help="pipeline.py --features: the state set (default: %(default)s)")
-    p.add_argument("--train_args", default="", help="extra train_model.py flags, e.g. '--steps 300'")
+    p.add_argument("--train_args", default=RECIPE,
+                   help="train_model.py flags (default: the zoo recipe, %(default)s)")
     p.add_argument("--data_from", default=None,
                    help="an earlier --workdir whose simulated trades and truth to reuse (ablations)")
     p.add_argument("--only", default=None,
@@ -254,7 +261,7 @@ def main() -> None:
     print(f"{len(results)} traders in {wall / 60:.1f} min; wrote {out / 'twin_zoo.csv'} and {out / 'twin_zoo.png'}")
     if a.write_benchmarks:
         cmd = " ".join(["python bench/bench_twin_zoo.py", *sys.argv[1:]]).replace(" --write_benchmarks", "")
-        write_benchmarks(md + f"\n\nWall time: {wall / 60:.1f} min on this 2-core host.", cmd)
+        write_benchmarks(md + f"\n\nWall time: {wall / 60:.1f} min on this 2-core host.", cmd, a.features)
 
 
 if __name__ == "__main__":
