@@ -308,7 +308,13 @@ class Follower:
             keep = self.K if self.start is None else max(1, self.K // 2)
             w = max(0, n_obs + 1 - keep)
             self.start, self.cache, self.seen = t[w], KVCache(), None
-        rtg = honest_rtg(r[w:], remaining + float(r[w:n_obs].sum())) * RTG_SCALE  # (n_obs + 1 - w,)
+        # RTG at the cache's first bar: the target plus (minus) the returns between it and the
+        # first followed bar. Summed over those bars only, so it is bit-identical from look to
+        # look (remaining + the window's returns would round differently as bars arrive)
+        ib = int(np.searchsorted(t, self.begin))
+        anchor = (self.cfg.target_rtg + float(r[w:ib].sum()) if w <= ib
+                  else self.cfg.target_rtg - float(r[ib:w].sum()))
+        rtg = honest_rtg(r[w:], anchor) * RTG_SCALE  # (n_obs + 1 - w,); RTG at the next bar = remaining
         new = (rtg.astype(np.float32), x["states"][w:], x["prev"][w:])
         n = n_obs - w  # observed tokens wanted in the cache
         d = 0 if self.seen is None else min(len(self.seen[0]), n)
