@@ -300,7 +300,8 @@ class Follower:
         x = model_inputs(history, self.meta)
         t, r, n_obs = x["bar_start"], x["r"], len(x["r"]) - 1
         self.begin = t[-1] if self.begin is None else self.begin
-        remaining = self.cfg.target_rtg - float(r[:n_obs][t[:n_obs] >= self.begin].sum())
+        ib = int(np.searchsorted(t, self.begin))  # the first bar followed
+        remaining = self.cfg.target_rtg - float(r[ib:n_obs].sum())
         w = -1 if self.start is None else int(np.searchsorted(t, self.start))
         if w < 0 or w >= len(t) or t[w] != self.start or n_obs + 1 - w > self.K:
             # start: the last K - 1 observed bars + the next (run()'s window); a full cache
@@ -311,7 +312,6 @@ class Follower:
         # RTG at the cache's first bar: the target plus (minus) the returns between it and the
         # first followed bar. Summed over those bars only, so it is bit-identical from look to
         # look (remaining + the window's returns would round differently as bars arrive)
-        ib = int(np.searchsorted(t, self.begin))
         anchor = (self.cfg.target_rtg + float(r[w:ib].sum()) if w <= ib
                   else self.cfg.target_rtg - float(r[ib:w].sum()))
         rtg = honest_rtg(r[w:], anchor) * RTG_SCALE  # (n_obs + 1 - w,); RTG at the next bar = remaining
@@ -344,7 +344,7 @@ def follow(cfg: PredictConfig, wait=time.sleep):
     looks), until cfg.max_decisions decisions."""
     inf, meta, device = load_model(cfg)
     bot, sig, made = Follower(inf, meta, cfg, device), None, 0
-    while cfg.max_decisions is None or made < cfg.max_decisions:
+    while True:
         now = folder_signature(cfg.trader)
         if now != sig:
             sig = now

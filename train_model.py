@@ -311,7 +311,7 @@ def _train(cfg: TrainConfig, device: torch.device, rank: int, world: int) -> dic
     except ValueError as e:
         raise TrainError(str(e)) from None
     model.set_rtg_norm(rtg_target_std(train_ds))
-    if model.config.state_bins:  # edges from train rows only (a resume loads the stored ones)
+    if model.config.state_bins and ckpt is None:  # edges from train rows (a resume loads its own)
         model.set_state_bins(df.loc[df["split"].to_numpy() == "train", cols].to_numpy(np.float64))
     # model selection conditions on a target from the train split, never the realised val RTG
     target = honest_target(df, window)
